@@ -13,16 +13,16 @@
 
 #include <stddef.h>
 
-#define TIDE_ERRNO_MAP(X)                                    \
-  X(EINPUT, -4001, "invalid input")                          \
-  X(ESQL, -4002, "database error")                           \
-  X(ECORRUPT, -4003, "state database is corrupt")            \
-  X(EYAML, -4004, "YAML error")                              \
-  X(EREGEX, -4005, "regular expression error")               \
-  X(ETIMEDOUT, -4006, "operation timed out")                 \
-  X(ECANCELED, -4007, "operation canceled")                  \
-  X(ELIMIT, -4008, "limit exceeded")                         \
-  X(EREADONLY, -4009, "state database is read-only")         \
+#define TIDE_ERRNO_MAP(X)                            \
+  X(EINPUT, -4001, "invalid input")                  \
+  X(ESQL, -4002, "database error")                   \
+  X(ECORRUPT, -4003, "state database is corrupt")    \
+  X(EYAML, -4004, "YAML error")                      \
+  X(EREGEX, -4005, "regular expression error")       \
+  X(ETIMEDOUT, -4006, "operation timed out")         \
+  X(ECANCELED, -4007, "operation canceled")          \
+  X(ELIMIT, -4008, "limit exceeded")                 \
+  X(EREADONLY, -4009, "state database is read-only") \
   X(EJSON, -4010, "JSON error")
 
 enum {
@@ -32,8 +32,8 @@ enum {
 };
 
 typedef struct tide_err {
-  int code;       /* 0, a negated errno, or a TIDE_E* value */
-  char msg[256];  /* lowercase, no final period: "open 'x': no such file" */
+  int code;      /* 0, a negated errno, or a TIDE_E* value */
+  char msg[256]; /* lowercase, no final period: "open 'x': no such file" */
 } tide_err;
 
 /* Clears err (NULL allowed). */
