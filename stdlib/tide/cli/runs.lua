@@ -1,0 +1,58 @@
+--- tide runs [--limit N]: the most recent runs, newest first.
+local q = require("tide.cli.query")
+
+local M = {}
+
+local DEFAULT_LIMIT = 20
+
+function M.run(ctx, args)
+  local opts, pos = q.parse("runs", ctx, args, { values = { ["--limit"] = "limit" } })
+  if #pos > 0 then
+    q.usage("runs", "unexpected argument '%s'", pos[1])
+  end
+  local limit = opts.limit and q.id("runs", "--limit", opts.limit) or DEFAULT_LIMIT
+  local store = q.open(ctx)
+  local runs = {}
+  if store then
+    local err
+    runs, err = store.runs(limit)
+    if not runs then
+      q.input("%s", err)
+    end
+  end
+  for _, r in ipairs(runs) do
+    r.status = q.status(r)
+  end
+  if ctx.json then
+    q.print_json(require("tide.json").array(runs))
+    return 0
+  end
+  if #runs == 0 then
+    io.stdout:write("no runs in '", ctx.home, "'\n")
+    return 0
+  end
+  local rows = { { "ID", "STATUS", "STARTED", "DURATION", "NAME" } }
+  for _, r in ipairs(runs) do
+    -- A run still going shows its time so far; one whose tide vanished unrecorded shows none.
+    local took
+    if r.ended or r.status == "running" then
+      took = q.elapsed(r.started, r.ended)
+    end
+    rows[#rows + 1] = { tostring(r.id), r.status, q.time(r.started), q.duration(took), r.name }
+  end
+  local width = {}
+  for _, row in ipairs(rows) do
+    for c = 1, 4 do
+      width[c] = math.max(width[c] or 0, #row[c])
+    end
+  end
+  local out = {}
+  for _, row in ipairs(rows) do
+    out[#out + 1] = string.format("%" .. width[1] .. "s  %-" .. width[2] .. "s  %-" .. width[3]
+      .. "s  %" .. width[4] .. "s  %s", table.unpack(row))
+  end
+  io.stdout:write(table.concat(out, "\n"), "\n")
+  return 0
+end
+
+return M
