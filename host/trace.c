@@ -77,10 +77,19 @@ static void notify(tide_trace *tr, const tide_span *span)
 
 static int depth_of(const tide_trace *tr, uint64_t parent)
 {
-  /* Open spans are few (tasks and processes alive now), and a parent is usually near the end. */
-  for (const tide_span *s = tr->last; s; s = s->prev)
-    if (s->id == parent)
-      return s->depth + 1;
+  /* A parent is usually near the end (just opened) or near the start (the main task, with
+  ** thousands of open children): scan from both ends at once. */
+  const tide_span *a = tr->first, *b = tr->last;
+  while (a && b) {
+    if (a->id == parent)
+      return a->depth + 1;
+    if (b->id == parent)
+      return b->depth + 1;
+    if (a == b || a->next == b)
+      break;
+    a = a->next;
+    b = b->prev;
+  }
   return parent ? 1 : 0;
 }
 
@@ -142,7 +151,7 @@ const tide_span *tide_trace_open_spans(const tide_trace *tr)
 
 const char *tide_span_status_name(tide_span_status status)
 {
-  static const char *const names[] = {"running", "ok",      "error",
+  static const char *const names[] = {"running",   "ok",      "error",
                                       "cancelled", "timeout", "interrupted"};
   return (unsigned)status < sizeof names / sizeof names[0] ? names[status] : "unknown";
 }

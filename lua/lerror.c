@@ -9,7 +9,8 @@
 
 #include <lauxlib.h>
 
-static void push_vmessage(lua_State *L, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void push_vmessage(lua_State *L, const char *fmt,
+                                                                va_list ap)
 {
   char buf[1024];
   vsnprintf(buf, sizeof buf, fmt, ap);

@@ -7,11 +7,12 @@
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "tide/version.h"
+
 #include "lerror.h"
 #include "modules.h"
 #include "runtime.h"
 #include "task.h"
-#include "tide/version.h"
 
 void tide__sched_register(lua_State *L);
 
@@ -57,8 +58,8 @@ static int l_monotime(lua_State *L)
 }
 
 static const luaL_Reg functions[] = {
-  {"error", l_error}, {"is_error", l_is_error}, {"monotime", l_monotime}, {"now", l_now},
-  {NULL, NULL},
+    {"error", l_error}, {"is_error", l_is_error}, {"monotime", l_monotime}, {"now", l_now},
+    {NULL, NULL},
 };
 
 int luaopen_tide_core(lua_State *L)

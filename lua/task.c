@@ -42,16 +42,16 @@ typedef enum task_state {
 typedef struct join_node join_node;
 
 struct tide_task {
-  lua_State *co;       /* the coroutine; valid while co_ref holds it */
-  int co_ref;          /* registry ref anchoring co against the GC */
-  int err_ref;         /* registry ref to the error value of a failed task, or LUA_NOREF */
+  lua_State *co; /* the coroutine; valid while co_ref holds it */
+  int co_ref;    /* registry ref anchoring co against the GC */
+  int err_ref;   /* registry ref to the error value of a failed task, or LUA_NOREF */
   tide_sched *sched;
   task_state state;
-  int nargs;           /* arguments for the first resume */
-  int nresults;        /* values a finished task left on co */
-  char *name;          /* owned */
-  char *traceback;     /* owned; set when the task failed */
-  tide_span *span;     /* open while the task runs; owned by the trace */
+  int nargs;       /* arguments for the first resume */
+  int nresults;    /* values a finished task left on co */
+  char *name;      /* owned */
+  char *traceback; /* owned; set when the task failed */
+  tide_span *span; /* open while the task runs; owned by the trace */
   uint64_t span_id;
   tide_wait *wait;     /* what the task blocks on, while TASK_WAITING */
   tide_wait self_wait; /* the wait used for joins and sleeps */
@@ -64,11 +64,12 @@ struct tide_task {
   tide_task *next_sibling, *prev_sibling;
   tide_task *next_ready;
   tide_task *next_all, *prev_all;
-  unsigned queued : 1;   /* on the ready queue */
+  unsigned queued : 1; /* on the ready queue */
   unsigned cancelled : 1;
-  unsigned observed : 1; /* someone retrieved the result or error */
-  unsigned handle : 1;   /* a Lua handle (tide.Task userdata) still points here */
-  tide_task **box;       /* that handle's pointer, cleared by tide_sched_free (valid while handle) */
+  unsigned wait_cancelled : 1; /* the wait was cut short: the continuation must not read it */
+  unsigned observed : 1;       /* someone retrieved the result or error */
+  unsigned handle : 1;         /* a Lua handle (tide.Task userdata) still points here */
+  tide_task **box; /* that handle's pointer, cleared by tide_sched_free (valid while handle) */
   unsigned is_main : 1;
   unsigned reported : 1; /* its unretrieved error was printed */
 };
@@ -84,11 +85,11 @@ struct tide_sched {
   uv_loop_t *loop;
   uv_idle_t idle; /* active while tasks are ready: drains the queue */
   tide_task *ready_head, *ready_tail;
-  tide_task *all;     /* every task not yet freed */
-  tide_task *main;    /* the first task */
-  int live;           /* tasks not finished */
-  int failed;         /* an error nobody retrieved was reported */
-  int main_exit;      /* exit code decided by the main task's outcome */
+  tide_task *all;  /* every task not yet freed */
+  tide_task *main; /* the first task */
+  int live;        /* tasks not finished */
+  int failed;      /* an error nobody retrieved was reported */
+  int main_exit;   /* exit code decided by the main task's outcome */
   int stopping;
 };
 
@@ -178,8 +179,13 @@ void tide_task_resumed(lua_State *L, int status)
     luaL_error(L, "task resumed by something other than the scheduler");
   lua_pop(L, 1);
   t->wait = NULL;
-  if (t->cancelled)
+  /* Only a wait that the cancel cut short raises here: an operation that completed before the
+  ** cancel arrived hands over its results (and their memory), and the next blocking call or the
+  ** count hook raises instead. */
+  if (t->wait_cancelled) {
+    t->wait_cancelled = 0;
     raise_cancelled(L);
+  }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -360,7 +366,7 @@ static char *task_default_name(lua_State *L, int fn_idx)
 ** Creates a task running the function at fn_idx with the nargs values above it, under the
 ** current task (or none). Pops the function and arguments. Returns the task, queued to start.
 */
-static tide_task *task_new(lua_State *L, tide_sched *s, int nargs, const char *name)
+static tide_task *task_new(lua_State *L, tide_sched *s, int nargs, const char *name, int is_main)
 {
   int fn_idx = lua_gettop(L) - nargs;
   tide_task *t = calloc(1, sizeof *t);
@@ -396,10 +402,13 @@ static tide_task *task_new(lua_State *L, tide_sched *s, int nargs, const char *n
   s->all = t;
   s->live++;
 
-  tide_runtime *rt = tide_runtime_get(L);
-  t->span = tide_span_begin(rt->trace, parent ? parent->span_id : tide_runtime_parent_span(L),
-                            "task", t->name);
-  t->span_id = t->span ? t->span->id : 0;
+  /* The main task has no span of its own: the run's root span stands for it. */
+  t->is_main = is_main;
+  if (!is_main) {
+    t->span =
+        tide_span_begin(tide_runtime_get(L)->trace, tide_runtime_parent_span(L), "task", t->name);
+    t->span_id = t->span ? t->span->id : 0;
+  }
   enqueue(t);
   return t;
 }
@@ -432,6 +441,7 @@ static void task_cancel(tide_task *t)
     tide_wait *w = t->wait;
     if (w->task == t) {
       w->task = NULL;
+      t->wait_cancelled = 1;
       if (w->cancel)
         w->cancel(w);
     }
@@ -580,7 +590,7 @@ static int l_spawn(lua_State *L)
   }
   luaL_checktype(L, first, LUA_TFUNCTION);
   int nargs = lua_gettop(L) - first;
-  tide_task *t = task_new(L, get_sched(L), nargs, name);
+  tide_task *t = task_new(L, get_sched(L), nargs, name, 0);
   lua_settop(L, 0);
   push_handle(L, t);
   return 1;
@@ -843,13 +853,13 @@ int tide_task_work(lua_State *L, const char *what, void (*work)(void *data),
 */
 
 static const luaL_Reg task_methods[] = {
-  {"cancel", m_cancel}, {"error", m_error}, {"name", m_name},
-  {"status", m_status}, {"wait", m_wait},   {NULL, NULL},
+    {"cancel", m_cancel}, {"error", m_error}, {"name", m_name},
+    {"status", m_status}, {"wait", m_wait},   {NULL, NULL},
 };
 
 static const luaL_Reg task_functions[] = {
-  {"current", l_current}, {"sleep", l_sleep}, {"spawn", l_spawn}, {"wait_any", l_wait_any},
-  {NULL, NULL},
+    {"current", l_current},   {"sleep", l_sleep}, {"spawn", l_spawn},
+    {"wait_any", l_wait_any}, {NULL, NULL},
 };
 
 tide_sched *tide_sched_new(lua_State *L, uv_loop_t *loop)
@@ -933,8 +943,7 @@ int tide_sched_run_main(lua_State *L, int nargs, const char *name)
   tide_sched *s = get_sched(L);
   /* stack: args..., fn -> fn, args... as task_new expects */
   lua_insert(L, -(nargs + 1));
-  tide_task *t = task_new(L, s, nargs, name);
-  t->is_main = 1;
+  tide_task *t = task_new(L, s, nargs, name, 1);
   s->main = t;
   uv_run(s->loop, UV_RUN_DEFAULT);
   /* The loop ends when no handle is active; tasks still alive then wait on nothing that can

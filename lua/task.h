@@ -46,7 +46,9 @@ int tide_task_block(lua_State *L, tide_wait *wait, const char *what, lua_KFuncti
 
 /*
 ** Called first in every continuation passed to tide_task_block. Checks that the scheduler resumed
-** the task, unlinks the wait, and raises the ECANCELED error when the task was cancelled.
+** the task, unlinks the wait, and raises the ECANCELED error when a cancel cut the wait short.
+** An operation that completed before the cancel arrived returns normally (its results and memory
+** are handed over); the task's next blocking call raises ECANCELED instead.
 */
 void tide_task_resumed(lua_State *L, int status);
 
@@ -59,8 +61,9 @@ void tide_task_check_blocking(lua_State *L, const char *what);
 /*
 ** Runs work(data) on the libuv thread pool and blocks the calling task until it is done; then k
 ** runs in the task with ctx, reads the results from data and frees it. work must not touch any
-** lua_State. If the task is cancelled first, k raises ECANCELED at tide_task_resumed() and must
-** not touch data: once work has finished, abandon(data) runs on the loop thread to free it.
+** lua_State. If the task is cancelled while work runs, k raises ECANCELED at tide_task_resumed()
+** and must not touch data: once work has finished, abandon(data) runs on the loop thread to free
+** it.
 */
 int tide_task_work(lua_State *L, const char *what, void (*work)(void *data),
                    void (*abandon)(void *data), void *data, lua_KFunction k, lua_KContext ctx);

@@ -31,8 +31,8 @@ build() {
   shift
   cmake -S . -B "$dir" -DTIDE_WERROR=$werror "$@" >"$dir.configure.log" 2>&1 ||
     { cat "$dir.configure.log"; return 1; }
-  cmake --build "$dir" -j "$jobs" 2>&1 | grep -Ev '^\[ *[0-9]+%\]' || true
-  [ -x "$dir/tide" ]
+  cmake --build "$dir" -j "$jobs" >"$dir.build.log" 2>&1 ||
+    { grep -v '^\[ *[0-9]*%\]' "$dir.build.log"; return 1; }
 }
 
 suite() {
@@ -59,13 +59,15 @@ fuzz() {
   done
 }
 
-mkdir -p build build-asan
-step "build" build build
-step "tests" suite build
+mkdir -p build build-asan build-fuzz
 step "format" format_check
-step "build (ASan+UBSan)" build build-asan -DTIDE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  step "tests (ASan+UBSan)" suite build-asan
+if step "build" build build; then
+  step "tests" suite build
+fi
+if step "build (ASan+UBSan)" build build-asan -DTIDE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    step "tests (ASan+UBSan)" suite build-asan
+fi
 step "fuzz" fuzz
 
 echo "tide test: $passed passed, $failed failed"

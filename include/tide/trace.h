@@ -22,18 +22,18 @@ typedef enum tide_span_status {
 
 typedef struct tide_span tide_span;
 struct tide_span {
-  uint64_t id;              /* unique within the run; the root is 1 */
-  uint64_t parent;          /* 0 for the root */
-  char kind[16];            /* "run", "task", "proc", ... */
-  char *name;               /* owned */
-  char *attrs;              /* owned JSON object text, or NULL */
-  int64_t start_us;         /* wall clock, microseconds since the epoch */
-  int64_t end_us;           /* 0 while running */
-  uint64_t start_mono_ns;   /* uv_hrtime at begin, for durations */
-  uint64_t duration_ns;     /* set at end */
+  uint64_t id;            /* unique within the process, from 1 */
+  uint64_t parent;        /* 0 for the root */
+  char kind[16];          /* "run", "task", "proc", ... */
+  char *name;             /* owned */
+  char *attrs;            /* owned JSON object text, or NULL */
+  int64_t start_us;       /* wall clock, microseconds since the epoch */
+  int64_t end_us;         /* 0 while running */
+  uint64_t start_mono_ns; /* uv_hrtime at begin, for durations */
+  uint64_t duration_ns;   /* set at end */
   tide_span_status status;
-  int depth;                /* 0 for the root */
-  tide_span *prev, *next;   /* the open-span list, in start order */
+  int depth;              /* 0 for the root */
+  tide_span *prev, *next; /* the open-span list, in start order */
 };
 
 typedef struct tide_trace tide_trace;

@@ -47,13 +47,24 @@ function M.all(list, timeout)
       end
       error(core.error(code, "tide.all: " .. msg), 2)
     end
-    local t = table.remove(pending, k)
-    local status = t:status()
-    if status ~= "done" then
-      for _, o in ipairs(pending) do
-        o:cancel()
+    -- Sweep out every finished task, not just the k-th: one wake often finishes many (timers
+    -- due together), and waiting again on n tasks costs O(n).
+    local j = 0
+    for i = 1, #pending do
+      local t = pending[i]
+      local status = t:status()
+      if status == "failed" or status == "cancelled" then
+        for _, o in ipairs(pending) do
+          o:cancel()
+        end
+        t:wait() -- raises the task's error
+      elseif status ~= "done" then
+        j = j + 1
+        pending[j] = t
       end
-      t:wait() -- raises the task's error
+    end
+    for i = #pending, j + 1, -1 do
+      pending[i] = nil
     end
   end
   local results = {}
