@@ -23,6 +23,7 @@ step() {
   else
     echo "== $name: FAILED" >&2
     failed=$((failed + 1))
+    return 1
   fi
 }
 

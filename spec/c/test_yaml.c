@@ -141,7 +141,7 @@ static char *emit_stream(const tide_yaml_stream *s)
   tide_yaml_emitter *em;
   tide_err err;
   const char *text;
-  size_t len;
+  size_t len = 0;
   assert_int_equal(tide_yaml_emitter_new(&em, 2, &err), 0);
   for (size_t d = 0; d < s->ndocs; d++) {
     assert_int_equal(tide_yaml_emit_document_start(em, 1, &err), 0);
@@ -683,7 +683,7 @@ static void test_fixtures(void **state)
     if (e->d_name[0] == '.')
       continue;
     char path[8192];
-    size_t len;
+    size_t len = 0;
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
     char *text = read_file(path, &len);
     assert_non_null(text);
@@ -715,7 +715,7 @@ static void test_emitter_output(void **state)
   tide_yaml_emitter *em;
   tide_err err;
   const char *text;
-  size_t len;
+  size_t len = 0;
   assert_int_equal(tide_yaml_emitter_new(&em, 2, &err), 0);
   assert_int_equal(tide_yaml_emit_document_start(em, 0, &err), 0);
   assert_int_equal(tide_yaml_emit_mapping_start(em, NULL, &err), 0);
