@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+cmake --build build --target tide -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 if [ $# -eq 0 ]; then
   set -- examples/hello.lua
 fi
