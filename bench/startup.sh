@@ -4,7 +4,8 @@ set -eu
 . "$(dirname "$0")/lib.sh"
 command -v hyperfine >/dev/null || { echo "bench: hyperfine is missing" >&2; exit 2; }
 csv="$BENCH_DIR/startup.csv"
-hyperfine -N --warmup 20 --runs 300 --export-csv "$csv" "$TIDE version" "lua5.4 -v" >/dev/null
+hyperfine -N --warmup 20 --runs 300 --export-csv "$csv" "$TIDE version" "lua5.4 -v" \
+  >/dev/null 2>"$BENCH_DIR/stderr" || { cat "$BENCH_DIR/stderr" >&2; exit 1; }
 # csv: command,mean,stddev,median,user,system,min,max (seconds)
 tide=$(awk -F, 'NR == 2 { print $2 }' "$csv")
 lua=$(awk -F, 'NR == 3 { print $2 }' "$csv")
