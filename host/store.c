@@ -60,6 +60,7 @@ struct tide_store {
   size_t nlocks, clocks;
   sqlite3_stmt *put_span; /* prepared on first flush, finalized by close */
   sqlite3_stmt *put_log;
+  int64_t log_dir_run; /* the run whose logs/RUN directory this store last made, or 0 */
 };
 
 /*
@@ -804,12 +805,15 @@ int tide_store_log_path(tide_store *s, int64_t run_id, uint64_t span_id, char *b
   int rc = join(buf, size, err, "%s/%s", s->home, rel);
   if (rc != 0 || (s->flags & TIDE_STORE_READONLY))
     return rc;
-  char dir[PATH_MAX];
-  rc = join(dir, sizeof dir, err, "%s/logs/%lld", s->home, (long long)run_id);
-  if (rc != 0)
-    return rc;
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-    return sys_fail(errno, err, "cannot create", dir);
+  if (s->log_dir_run != run_id) {
+    char dir[PATH_MAX];
+    rc = join(dir, sizeof dir, err, "%s/logs/%lld", s->home, (long long)run_id);
+    if (rc != 0)
+      return rc;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+      return sys_fail(errno, err, "cannot create", dir);
+    s->log_dir_run = run_id;
+  }
   change *c = queue_push(s, err);
   if (!c)
     return -ENOMEM;

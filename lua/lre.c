@@ -169,21 +169,34 @@ static int exec_once(lua_State *L, tide_re *re, const char *s, size_t len, size_
   return rc;
 }
 
+/*
+** Runs re once on the subject at sidx from the init at argument 3. Returns the match's ovector,
+** or NULL with nil pushed when there is no match. *s and *len receive the subject.
+*/
+static const size_t *match_once(lua_State *L, tide_re *re, int sidx, const char **s, size_t *len)
+{
+  size_t start;
+  *s = luaL_checklstring(L, sidx, len);
+  if (!get_init(L, 3, *len, &start)) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  lmatch *m = push_match(L, re);
+  if (!exec_once(L, re, *s, *len, start, m)) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  return tide_re_ovector(m->m);
+}
+
 /* match(s [, init]) and find(s [, init]): sidx is the subject, init is argument 3. */
 static int do_find(lua_State *L, tide_re *re, int sidx, int find)
 {
-  size_t len, start;
-  const char *s = luaL_checklstring(L, sidx, &len);
-  if (!get_init(L, 3, len, &start)) {
-    lua_pushnil(L);
+  const char *s;
+  size_t len;
+  const size_t *ov = match_once(L, re, sidx, &s, &len);
+  if (!ov)
     return 1;
-  }
-  lmatch *m = push_match(L, re);
-  if (!exec_once(L, re, s, len, start, m)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  const size_t *ov = tide_re_ovector(m->m);
   if (!find)
     return push_captures(L, re, s, ov, 1);
   lua_pushinteger(L, (lua_Integer)ov[0] + 1);
@@ -194,18 +207,11 @@ static int do_find(lua_State *L, tide_re *re, int sidx, int find)
 /* exec(s [, init]) -> {[0]=whole, [1]=..., name=..., start=, stop=} or nil */
 static int do_exec(lua_State *L, tide_re *re, int sidx)
 {
-  size_t len, start;
-  const char *s = luaL_checklstring(L, sidx, &len);
-  if (!get_init(L, 3, len, &start)) {
-    lua_pushnil(L);
+  const char *s;
+  size_t len;
+  const size_t *ov = match_once(L, re, sidx, &s, &len);
+  if (!ov)
     return 1;
-  }
-  lmatch *m = push_match(L, re);
-  if (!exec_once(L, re, s, len, start, m)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  const size_t *ov = tide_re_ovector(m->m);
   int n = tide_re_ngroups(re);
   int nn = tide_re_nnames(re);
   lua_createtable(L, n, nn + 2);

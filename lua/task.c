@@ -68,8 +68,7 @@ struct tide_task {
   unsigned cancelled : 1;
   unsigned wait_cancelled : 1; /* the wait was cut short: the continuation must not read it */
   unsigned observed : 1;       /* someone retrieved the result or error */
-  unsigned handle : 1;         /* a Lua handle (tide.Task userdata) still points here */
-  tide_task **box; /* that handle's pointer, cleared by tide_sched_free (valid while handle) */
+  tide_task **box; /* the pointer inside its Lua handle (tide.Task), or NULL once collected */
   unsigned is_main : 1;
   unsigned reported : 1; /* its unretrieved error was printed */
 };
@@ -305,7 +304,7 @@ static void task_free(tide_task *t)
 /* Frees a finished task once nothing can observe it: no handle, no joiner. */
 static void task_maybe_free(tide_task *t)
 {
-  if (task_finished(t) && !t->handle && !t->joiners && !t->queued && !t->is_main) {
+  if (task_finished(t) && !t->box && !t->joiners && !t->queued && !t->is_main) {
     report_unretrieved(t);
     task_free(t);
   }
@@ -335,7 +334,6 @@ static void push_handle(lua_State *L, tide_task *t)
   lua_pushvalue(L, -1);
   lua_rawsetp(L, -3, t);
   lua_remove(L, -2);
-  t->handle = 1;
 }
 
 static int task_gc(lua_State *L)
@@ -344,7 +342,7 @@ static int task_gc(lua_State *L)
   tide_task *t = *box;
   if (t) {
     *box = NULL;
-    t->handle = 0;
+    t->box = NULL;
     task_maybe_free(t);
   }
   return 0;
@@ -983,9 +981,9 @@ void tide_sched_free(tide_sched *s)
     return;
   for (tide_task *t = s->all; t; t = t->next_all) {
     /* Handles collected later (at lua_close) must not reach the freed task. */
-    if (t->handle && t->box)
+    if (t->box)
       *t->box = NULL;
-    t->handle = 0;
+    t->box = NULL;
     t->is_main = 0;
   }
   while (s->all) {

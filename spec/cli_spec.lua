@@ -6,21 +6,7 @@ local tide = require("tide")
 
 local TIDE = helper.tide
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local write, read = helper.write, helper.read
 
 --- Runs tide with home and a shell-quoted argument string; returns stdout, stderr, exit code.
 local function run(home, args, env)

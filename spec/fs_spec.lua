@@ -5,11 +5,7 @@ local fs = require("tide.fs")
 local tide = require("tide")
 local helper = require("helper")
 
-local function put(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text or "")
-  f:close()
-end
+local put = helper.write
 
 local function sh(cmd)
   local out, rc = helper.sh(cmd)

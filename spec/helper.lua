@@ -23,4 +23,32 @@ function M.sh(cmd)
   return out:gsub("__rc=%d+\n?$", ""), rc
 end
 
+--- The whole content of a file, or nil when it cannot be opened.
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+--- Writes text (default "") to path, replacing it.
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text or "")
+  f:close()
+end
+
+--- Calls fn(...), which must raise a TideError with code; returns the error.
+function M.raises(code, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error " .. code)
+  assert(type(err) == "table" and err.code, "expected a TideError, got " .. tostring(err))
+  assert(err.code == code, ("expected error %s, got %s: %s"):format(code, err.code,
+    tostring(err.message)))
+  return err
+end
+
 return M

@@ -6,10 +6,7 @@ local proc = require("tide.proc")
 local helper = require("helper")
 
 local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
+  return assert(helper.read(path))
 end
 
 local function alive(pid)
@@ -27,13 +24,7 @@ local function gone_soon(pid)
   return false
 end
 
-local function raises(code, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error " .. code)
-  assert.is_true(tide.is_error(err), "expected a TideError, got " .. tostring(err))
-  assert.are.equal(code, err.code)
-  return err
-end
+local raises = helper.raises
 
 describe("proc.run", function()
   it("returns exit codes as data", function()

@@ -157,15 +157,10 @@ describe("TIDE_STDLIB_DIR", function()
     local src = os.getenv("TIDE_SOURCE_DIR") or "."
     local tree = helper.tmpdir()
     assert.equal(0, select(2, helper.sh(("cp -r %s/stdlib/. %s/"):format(src, tree))))
-    local f = assert(io.open(tree .. "/tide/init.lua", "a"))
-    f:write("\n-- appended by the spec\n")
-    f:close()
-    -- Replace the module's last line (return M) with one that marks it.
-    local text = assert(io.open(tree .. "/tide/init.lua")):read("a")
-    text = text:gsub("return M\n", "M.from_tree = true\nreturn M\n")
-    f = assert(io.open(tree .. "/tide/init.lua", "w"))
-    f:write(text)
-    f:close()
+    -- Make the tree's copy of the tide module mark itself.
+    local init = tree .. "/tide/init.lua"
+    local text = assert(helper.read(init))
+    helper.write(init, (text:gsub("return M\n", "M.from_tree = true\nreturn M\n")))
     local path = write("tree.lua", "print(require('tide').from_tree)")
     local out = helper.sh(("TIDE_VIEW=none TIDE_STDLIB_DIR=%s %s --home %s/.tide %s"):format(tree,
       helper.tide, tree, path))

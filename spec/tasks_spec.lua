@@ -3,13 +3,8 @@
 -- that carry a traceback.
 local tide = require("tide")
 
-local function raises(code, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error " .. code)
-  assert.is_true(tide.is_error(err), "expected a TideError, got " .. tostring(err))
-  assert.are.equal(code, err.code)
-  return err
-end
+local helper = require("helper")
+local raises = helper.raises
 
 describe("tasks", function()
   it("run the main chunk as a task", function()

@@ -5,11 +5,10 @@ local yaml = require("tide.yaml")
 local ROOT = os.getenv("TIDE_SOURCE_DIR") or "."
 ROOT = ROOT ~= "" and ROOT or "."
 
+local helper = require("helper")
+
 local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
+  return assert(helper.read(path))
 end
 
 -- Files in dir (names only, sorted), or nil when dir does not exist.
