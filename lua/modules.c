@@ -22,6 +22,7 @@ static const luaL_Reg natives[] = {
     {"tide._proc", luaopen_tide_proc},
     {"tide._runtime", luaopen_tide_runtime},
     {"tide._store", luaopen_tide_store},
+    {"tide._db", luaopen_tide_db},
     {"tide.uv", luaopen_tide_uv},
     {"tide.re", luaopen_tide_re},
     {"tide.json", luaopen_tide_json},

@@ -23,7 +23,12 @@
   X(ECANCELED, -4007, "operation canceled")          \
   X(ELIMIT, -4008, "limit exceeded")                 \
   X(EREADONLY, -4009, "state database is read-only") \
-  X(EJSON, -4010, "JSON error")
+  X(EJSON, -4010, "JSON error")                      \
+  X(ECONFLICT, -4011, "conflicting state")            \
+  X(EINTEGRITY, -4012, "integrity check failed")      \
+  X(ECRYPTO, -4013, "cannot decrypt")                 \
+  X(ESANDBOX, -4014, "sandbox protection unavailable") \
+  X(EGIT, -4015, "git error")
 
 enum {
 #define TIDE_ERR_ENUM(name, value, text) TIDE_##name = value,

@@ -1,0 +1,81 @@
+-- tide.db: SQL over the store of the run that busted itself is.
+local db = require("tide.db")
+local tide = require("tide")
+local h = require("helper")
+
+describe("tide.db", function()
+  -- The home outlives a test run: name the table after this run so reruns start afresh.
+  local T = "spec_db_" .. require("tide._runtime").run_id()
+  local function sql(s)
+    return (s:gsub("spec_db", T))
+  end
+  local steps = {
+    sql("CREATE TABLE spec_db (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, data BLOB)"),
+    sql("ALTER TABLE spec_db ADD COLUMN size INTEGER"),
+  }
+
+  it("migrates a module once, step by step, and records the version", function()
+    assert.are.equal(1, db.migrate(T, { steps[1] }))
+    assert.are.equal(2, db.migrate(T, steps))
+    assert.are.equal(2, db.migrate(T, steps))
+    assert.are.equal("2", db.row("SELECT value FROM meta WHERE key = ?", "schema." .. T).value)
+    local err = h.raises("ECORRUPT", db.migrate, T, { steps[1] })
+    assert.matches("newer than this tide", err.message)
+  end)
+
+  it("binds values by type and returns rows keyed by column", function()
+    local insert = sql("INSERT INTO spec_db (name, data, size) VALUES (?, ?, ?)")
+    local changes, rowid = db.exec(insert, "bin", db.blob("a\0b"), 3)
+    assert.are.equal(1, changes)
+    assert.is_true(rowid > 0)
+    local select = sql("SELECT id, name, data, size, typeof(data) AS t FROM spec_db WHERE id = ?")
+    local row = db.row(select, rowid)
+    assert.are.same({ id = rowid, name = "bin", data = "a\0b", size = 3, t = "blob" }, row)
+    assert.is_nil(db.row(sql("SELECT * FROM spec_db WHERE name = ?"), "nobody"))
+    assert.are.equal("text", db.row("SELECT typeof(?) AS t", "x").t)
+    assert.are.equal("real", db.row("SELECT typeof(?) AS t", 1.5).t)
+    assert.is_nil(db.row("SELECT ? AS v", nil).v)
+  end)
+
+  it("reports a constraint as ECONFLICT and bad SQL as ESQL", function()
+    db.exec(sql("INSERT INTO spec_db (name) VALUES (?)"), "dup")
+    h.raises("ECONFLICT", db.exec, sql("INSERT INTO spec_db (name) VALUES (?)"), "dup")
+    h.raises("ESQL", db.rows, "SELEKT 1")
+    assert.has_error(function() db.rows("SELECT ?", 1, 2) end)
+  end)
+
+  it("rolls a failed transaction back and re-raises its error", function()
+    local before = #db.rows(sql("SELECT id FROM spec_db"))
+    local ok, err = pcall(db.tx, function()
+      db.exec(sql("INSERT INTO spec_db (name) VALUES (?)"), "rolled back")
+      error(tide.error("EINPUT", "stop here"), 0)
+    end)
+    assert.is_false(ok)
+    assert.are.equal("EINPUT", err.code)
+    assert.are.equal(before, #db.rows(sql("SELECT id FROM spec_db")))
+    assert.is_false(db.in_tx())
+  end)
+
+  it("nests transactions as savepoints and returns the function's results", function()
+    local a, b = db.tx(function()
+      db.exec(sql("INSERT INTO spec_db (name) VALUES (?)"), "outer")
+      pcall(db.tx, function()
+        db.exec(sql("INSERT INTO spec_db (name) VALUES (?)"), "inner")
+        error("undo inner only")
+      end)
+      return 1, "two"
+    end)
+    assert.are.same({ 1, "two" }, { a, b })
+    assert.is_table(db.row(sql("SELECT * FROM spec_db WHERE name = 'outer'")))
+    assert.is_nil(db.row(sql("SELECT * FROM spec_db WHERE name = 'inner'")))
+  end)
+
+  it("refuses to block inside a transaction, leaving none open", function()
+    local ok, err = pcall(db.tx, function()
+      tide.sleep(0.01)
+    end)
+    assert.is_false(ok)
+    assert.matches("cannot block here", tostring(err))
+    assert.is_false(db.in_tx())
+  end)
+end)
