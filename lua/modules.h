@@ -17,6 +17,7 @@ int luaopen_tide_yaml(lua_State *L);    /* lyaml.c: libyaml */
 int luaopen_tide_fs(lua_State *L);      /* lfs.c: "tide.fs" */
 int luaopen_tide_proc(lua_State *L);    /* lproc.c: "tide._proc" */
 int luaopen_tide_store(lua_State *L);   /* lstore.c: "tide._store", queries for the CLI */
+int luaopen_tide_git(lua_State *L);     /* lgit.c: "tide._git", libgit2 on the thread pool */
 int luaopen_tide_db(lua_State *L);      /* ldb.c: "tide._db", SQL for stdlib modules */
 
 /* Puts every native module and the embedded (or TIDE_STDLIB_DIR) stdlib in package.preload. */
