@@ -12,6 +12,7 @@ M.commands = {
   { "runs", "runs [--limit N]          list recent runs" },
   { "show", "show RUN                  the spans of a run as a tree, with durations and status" },
   { "logs", "logs RUN [SPAN] [-f]      the output of a run's processes" },
+  { "reports", "reports [BUILD] [--failed] test and coverage reports of builds" },
   { "version", "version                   print the version" },
   { "help", "help                      this text" },
 }
