@@ -9,10 +9,15 @@ local M = {}
 -- name -> one line of help; the order is the order of `tide help`.
 M.commands = {
   { "run", "run FILE.lua [ARGS]      run a script (same as tide FILE.lua)" },
-  { "runs", "runs [--limit N]          list recent runs" },
+  { "runs", "runs [--limit N] [--pipeline NAME]   list recent runs" },
   { "show", "show RUN                  the spans of a run as a tree, with durations and status" },
   { "logs", "logs RUN [SPAN] [-f]      the output of a run's processes" },
   { "reports", "reports [BUILD] [--failed] test and coverage reports of builds" },
+  { "graph", "graph FILE.lua [--dot]    draw a pipeline from its declaration; nothing runs" },
+  { "approve", "approve RUN Stage/Action [--reject] --summary TEXT   answer a manual approval" },
+  { "retry", "retry RUN [--stage S] [--failed-only]   continue a failed or interrupted pipeline" },
+  { "stop", "stop RUN [--abandon]      stop a pipeline execution" },
+  { "watch", "watch FILE.lua            start pipeline executions on git pushes and schedules" },
   { "version", "version                   print the version" },
   { "help", "help                      this text" },
 }

@@ -1,4 +1,4 @@
---- tide runs [--limit N]: the most recent runs, newest first.
+--- tide runs [--limit N] [--pipeline NAME]: the most recent runs, newest first.
 local q = require("tide.cli.query")
 
 local M = {}
@@ -6,7 +6,8 @@ local M = {}
 local DEFAULT_LIMIT = 20
 
 function M.run(ctx, args)
-  local opts, pos = q.parse("runs", ctx, args, { values = { ["--limit"] = "limit" } })
+  local opts, pos = q.parse("runs", ctx, args, { values = { ["--limit"] = "limit",
+    ["--pipeline"] = "pipeline" } })
   if #pos > 0 then
     q.usage("runs", "unexpected argument '%s'", pos[1])
   end
@@ -19,6 +20,24 @@ function M.run(ctx, args)
     if not runs then
       q.input("%s", err)
     end
+  end
+  if opts.pipeline then
+    -- Only the runs that started or continued an execution of that pipeline.
+    local keep = {}
+    local pstate = require("tide.pipeline.state")
+    if store and pstate.has_tables() then
+      for _, row in ipairs(pstate.db().rows("SELECT r.run_id FROM pipeline_runs r JOIN "
+        .. "pipeline_executions e ON e.id = r.execution WHERE e.pipeline = ?", opts.pipeline)) do
+        keep[row.run_id] = true
+      end
+    end
+    local kept = {}
+    for _, r in ipairs(store and store.runs(0) or {}) do
+      if keep[r.id] and #kept < limit then
+        kept[#kept + 1] = r
+      end
+    end
+    runs = kept
   end
   for _, r in ipairs(runs) do
     r.status = q.status(r)

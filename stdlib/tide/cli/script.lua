@@ -1,4 +1,5 @@
---- tide FILE.lua [ARGS]: runs a script as the main task and records it as a run.
+--- tide FILE.lua [ARGS]: runs a script as the main task and records it as a run. A script that
+--- returns a pipeline table runs that pipeline (tide.pipeline).
 local tide = require("tide")
 local json = require("tide.json")
 
@@ -24,7 +25,11 @@ function M.run(ctx, file, args)
   local a = { [-1] = ctx.exe, [0] = file }
   table.move(args, 1, #args, 1, a)
   _G.arg = a
-  chunk(table.unpack(args))
+  local result = chunk(table.unpack(args))
+  if require("tide.pipeline").is_pipeline(result) then
+    -- A script that returns a pipeline declaration is run as a pipeline (--var, --dry-run).
+    return require("tide.pipeline.cli").run_script(file, args, result)
+  end
   return 0
 end
 
