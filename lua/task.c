@@ -342,8 +342,12 @@ static int task_gc(lua_State *L)
   tide_task *t = *box;
   if (t) {
     *box = NULL;
-    t->box = NULL;
-    task_maybe_free(t);
+    /* The weak cache drops a handle before its __gc runs, so tide.current() may have made a
+    ** newer handle for t meanwhile: only the task's own handle lets go of it. */
+    if (t->box == box) {
+      t->box = NULL;
+      task_maybe_free(t);
+    }
   }
   return 0;
 }
