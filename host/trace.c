@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "tide/err.h"
+#include "tide/mask.h"
 
 #define MAX_OBSERVERS 4
 
@@ -22,6 +23,7 @@ struct tide_trace {
     void *ud;
   } observers[MAX_OBSERVERS];
   int nobservers;
+  tide_mask *mask; /* a reference, or NULL */
 };
 
 int64_t tide_now_us(void)
@@ -56,7 +58,32 @@ void tide_trace_free(tide_trace *tr)
     span_free(span);
     span = next;
   }
+  tide_mask_unref(tr->mask);
   free(tr);
+}
+
+void tide_trace_set_mask(tide_trace *tr, tide_mask *m)
+{
+  tide_mask_ref(m);
+  tide_mask_unref(tr->mask);
+  tr->mask = m;
+}
+
+/* Replaces *field with its masked copy when it holds a registered value. */
+static void mask_field(tide_mask *m, char **field)
+{
+  if (!*field)
+    return;
+  size_t n = strlen(*field), out_len;
+  char *masked = tide_mask_string(m, *field, n, &out_len);
+  if (!masked)
+    return;
+  if (out_len == n && memcmp(masked, *field, n) == 0) {
+    free(masked);
+    return;
+  }
+  free(*field);
+  *field = masked;
 }
 
 int tide_trace_observe(tide_trace *tr, tide_trace_observer fn, void *ud)
@@ -69,8 +96,12 @@ int tide_trace_observe(tide_trace *tr, tide_trace_observer fn, void *ud)
   return 0;
 }
 
-static void notify(tide_trace *tr, const tide_span *span)
+static void notify(tide_trace *tr, tide_span *span)
 {
+  if (tr->mask && tide_mask_patterns(tr->mask)) {
+    mask_field(tr->mask, &span->name);
+    mask_field(tr->mask, &span->attrs);
+  }
   for (int i = 0; i < tr->nobservers; i++)
     tr->observers[i].fn(tr->observers[i].ud, span);
 }

@@ -6,15 +6,37 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <lauxlib.h>
+
+#include "tide/mask.h"
+
+#include "runtime.h"
+
+const char *tide_push_masked(lua_State *L, const char *s, size_t len)
+{
+  tide_runtime *rt = tide_runtime_get(L);
+  tide_mask *m = rt ? rt->mask : NULL;
+  size_t n;
+  char *masked = m && tide_mask_patterns(m) ? tide_mask_string(m, s, len, &n) : NULL;
+  if (masked) {
+    lua_pushlstring(L, masked, n);
+    free(masked);
+  } else {
+    lua_pushlstring(L, s, len);
+  }
+  return lua_tostring(L, -1);
+}
 
 __attribute__((format(printf, 2, 0))) static void push_vmessage(lua_State *L, const char *fmt,
                                                                 va_list ap)
 {
   char buf[1024];
   vsnprintf(buf, sizeof buf, fmt, ap);
-  lua_pushstring(L, buf);
+  /* A message may quote a secret value (a failed command line, a bad line of input). */
+  tide_push_masked(L, buf, strlen(buf));
 }
 
 static void push_error(lua_State *L, const char *code)

@@ -32,6 +32,13 @@ int tide_fail_err(lua_State *L, const tide_err *err);
 /* True when the value at idx is a TideError; then pushes its code (a string) and returns 1. */
 int tide_error_code(lua_State *L, int idx);
 
+/*
+** Pushes s with every value of the run-wide mask replaced by "***" (docs/secrets.md) and returns
+** the pushed string. For text that leaves tide other than through processes, spans and errors:
+** tracebacks, messages printed by the host.
+*/
+const char *tide_push_masked(lua_State *L, const char *s, size_t len);
+
 /* Creates the "tide.Error" metatable; called once by the "tide" module. */
 void tide_error_init(lua_State *L);
 

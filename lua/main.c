@@ -14,6 +14,9 @@
 #include <luv/luv.h>
 #include <uv.h>
 
+#include "tide/secret.h"
+
+#include "lerror.h"
 #include "modules.h"
 #include "runtime.h"
 #include "task.h"
@@ -48,8 +51,11 @@ static int luv_callback_pcall(lua_State *L, int nargs, int nresults, int flags)
   int base = lua_gettop(L) - nargs;
   int rc = lua_pcall(L, nargs, nresults, 0);
   if (rc != LUA_OK) {
-    if (!(flags & LUVF_CALLBACK_NOERRMSG))
-      fprintf(stderr, "tide: error in a tide.uv callback: %s\n", luaL_tolstring(L, -1, NULL));
+    if (!(flags & LUVF_CALLBACK_NOERRMSG)) {
+      size_t len;
+      const char *msg = luaL_tolstring(L, -1, &len);
+      fprintf(stderr, "tide: error in a tide.uv callback: %s\n", tide_push_masked(L, msg, len));
+    }
     lua_settop(L, base - 1);
     runtime.exit_code = 1;
     return -rc;
@@ -101,6 +107,12 @@ int main(int argc, char **argv)
   /* Descriptors inherited from whoever started tide must not leak into its children. */
   syscall(436 /* close_range */, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
   signal(SIGPIPE, SIG_IGN);
+  /* A master key in the environment must reach no child, whatever runs before the store. */
+  tide_err key_err;
+  if (tide_secret_env_stash(&key_err) < 0) {
+    fprintf(stderr, "tide: %s\n", key_err.msg);
+    return 1;
+  }
 
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) {

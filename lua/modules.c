@@ -28,6 +28,7 @@ static const luaL_Reg natives[] = {
     {"tide.json", luaopen_tide_json},
     {"tide.fs", luaopen_tide_fs},
     {"tide.yaml", luaopen_tide_yaml},
+    {"tide._secret", luaopen_tide_secret},
     {"tide._git", luaopen_tide_git},
     {NULL, NULL},
 };

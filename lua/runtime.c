@@ -81,8 +81,20 @@ int tide_runtime_begin_run(tide_runtime *rt, const char *name, const char *argv_
   return 0;
 }
 
+tide_mask *tide_runtime_mask(tide_runtime *rt)
+{
+  if (!rt->mask) {
+    rt->mask = tide_mask_new();
+    if (rt->mask && rt->trace)
+      tide_trace_set_mask(rt->trace, rt->mask);
+  }
+  return rt->mask;
+}
+
 void tide_runtime_end_run(tide_runtime *rt, const char *status, int exit_code)
 {
+  tide_mask_unref(rt->mask);
+  rt->mask = NULL;
   if (!rt->run_id)
     return;
   if (rt->root) {

@@ -10,6 +10,7 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "tide/mask.h"
 #include "tide/store.h"
 #include "tide/trace.h"
 
@@ -28,6 +29,7 @@ typedef struct tide_runtime {
   tide_view *view;   /* live view of tasks and processes, or NULL; see start_view */
   int view_hooked;   /* the trace observer that forwards to view is registered */
   int exit_code;     /* what main returns: 0, 1, 2 or 124 */
+  tide_mask *mask;   /* the run-wide mask: every secret value read; see tide_runtime_mask */
 } tide_runtime;
 
 /* The runtime of L's process (any thread of it). */
@@ -61,6 +63,14 @@ int tide_runtime_start_view(tide_runtime *rt, const char *mode, tide_err *err);
 ** span, prints the view's summary and frees the view, flushes and records the end.
 */
 void tide_runtime_end_run(tide_runtime *rt, const char *status, int exit_code);
+
+/*
+** The run-wide mask (made on first use): every secret value this process reads is registered
+** in it, and every writer of run output (process output, logs, traces, error messages) passes
+** its text through it. Borrowed; NULL only when out of memory. Released by
+** tide_runtime_end_run (processes still running keep their own reference).
+*/
+tide_mask *tide_runtime_mask(tide_runtime *rt);
 
 /* The id of the span new work should nest under: the current task's span, or the run's root. */
 uint64_t tide_runtime_parent_span(lua_State *L);

@@ -471,8 +471,11 @@ static void task_fail(tide_task *t, lua_State *L, int status)
   } else
     lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
   luaL_traceback(L, co, lua_tostring(L, -1), 0);
-  t->traceback = strdup(lua_tostring(L, -1));
-  lua_pop(L, 2);
+  /* A plain string error may quote a secret value: the traceback is printed and kept. */
+  size_t len;
+  const char *tb = lua_tolstring(L, -1, &len);
+  t->traceback = strdup(tide_push_masked(L, tb, len));
+  lua_pop(L, 3);
   t->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (status == LUA_ERRMEM) {
     fprintf(stderr, "tide: out of memory in task '%s'\n", t->name);
@@ -932,12 +935,14 @@ static void print_main_error(lua_State *L, tide_task *t, int code)
     return;
   /* Bad usage and bad input get their one line; anything else its traceback. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->err_ref);
-  const char *msg = luaL_tolstring(L, -1, NULL);
+  size_t len;
+  const char *raw = luaL_tolstring(L, -1, &len);
+  const char *msg = tide_push_masked(L, raw, len);
   if (code == 2 || code == 124)
     fprintf(stderr, "tide: %s\n", msg);
   else
     fprintf(stderr, "tide: %s\n", t->traceback ? t->traceback : msg);
-  lua_pop(L, 2);
+  lua_pop(L, 3);
 }
 
 int tide_sched_run_main(lua_State *L, int nargs, const char *name)

@@ -13,20 +13,20 @@
 
 #include <stddef.h>
 
-#define TIDE_ERRNO_MAP(X)                            \
-  X(EINPUT, -4001, "invalid input")                  \
-  X(ESQL, -4002, "database error")                   \
-  X(ECORRUPT, -4003, "state database is corrupt")    \
-  X(EYAML, -4004, "YAML error")                      \
-  X(EREGEX, -4005, "regular expression error")       \
-  X(ETIMEDOUT, -4006, "operation timed out")         \
-  X(ECANCELED, -4007, "operation canceled")          \
-  X(ELIMIT, -4008, "limit exceeded")                 \
-  X(EREADONLY, -4009, "state database is read-only") \
-  X(EJSON, -4010, "JSON error")                      \
-  X(ECONFLICT, -4011, "conflicting state")            \
-  X(EINTEGRITY, -4012, "integrity check failed")      \
-  X(ECRYPTO, -4013, "cannot decrypt")                 \
+#define TIDE_ERRNO_MAP(X)                              \
+  X(EINPUT, -4001, "invalid input")                    \
+  X(ESQL, -4002, "database error")                     \
+  X(ECORRUPT, -4003, "state database is corrupt")      \
+  X(EYAML, -4004, "YAML error")                        \
+  X(EREGEX, -4005, "regular expression error")         \
+  X(ETIMEDOUT, -4006, "operation timed out")           \
+  X(ECANCELED, -4007, "operation canceled")            \
+  X(ELIMIT, -4008, "limit exceeded")                   \
+  X(EREADONLY, -4009, "state database is read-only")   \
+  X(EJSON, -4010, "JSON error")                        \
+  X(ECONFLICT, -4011, "conflicting state")             \
+  X(EINTEGRITY, -4012, "integrity check failed")       \
+  X(ECRYPTO, -4013, "cannot decrypt")                  \
   X(ESANDBOX, -4014, "sandbox protection unavailable") \
   X(EGIT, -4015, "git error")
 

@@ -47,6 +47,13 @@ tide_trace *tide_trace_new(void);
 /* Frees the trace and every span still open, without notifying observers. */
 void tide_trace_free(tide_trace *tr);
 
+/*
+** Masks every span's name and attributes with m (see tide/mask.h) before observers see them, so
+** no secret value reaches the store or the view through a span. Takes a reference; NULL drops it.
+*/
+struct tide_mask;
+void tide_trace_set_mask(tide_trace *tr, struct tide_mask *m);
+
 /* Adds an observer (at most 4). Returns 0, or TIDE_ELIMIT. */
 int tide_trace_observe(tide_trace *tr, tide_trace_observer fn, void *ud);
 

@@ -19,6 +19,13 @@ function M.raise(code, fmt, ...)
   error(core.error(code, select("#", ...) > 0 and fmt:format(...) or fmt), 2)
 end
 
+--- text with every value registered for masking in this run (secrets and SecureString parameters
+--- it has read) replaced by "***", in the forms docs/secrets.md lists. For writers of run output
+--- that do not go through processes, errors and spans, which are masked already.
+function M.mask(text)
+  return require("tide._secret").mask_text(text)
+end
+
 local function as_task(v, i)
   if type(v) == "function" then
     return core.spawn(v)

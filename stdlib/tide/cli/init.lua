@@ -18,6 +18,10 @@ M.commands = {
   { "retry", "retry RUN [--stage S] [--failed-only]   continue a failed or interrupted pipeline" },
   { "stop", "stop RUN [--abandon]      stop a pipeline execution" },
   { "watch", "watch FILE.lua            start pipeline executions on git pushes and schedules" },
+  { "secret", "secret put|get|ls|versions|rotate|rm|restore NAME  the secret store" },
+  { "param", "param put|get|ls|history|label|unlabel|rm NAME      the parameter store" },
+  { "store", "store rekey               new master key, every secret value re-sealed" },
+  { "audit", "audit verify|ls           the secret store's hash-chained audit log" },
   { "version", "version                   print the version" },
   { "help", "help                      this text" },
 }

@@ -208,6 +208,11 @@ local function db()
   return require("tide.db")
 end
 
+-- Test names and messages are run output: secrets a run read never reach the store.
+local function masked(text)
+  return text and tide.mask(text)
+end
+
 --- Records the results of one report group of a build (a list of parse results; an entry
 --- {file=, error=} stands for a file that could not be read). Returns the report's id.
 function M.record(build_id, group, results)
@@ -227,7 +232,7 @@ function M.record(build_id, group, results)
   local s = agg.summary
   local errors
   if #agg.errors > 0 then
-    errors = require("tide.json").encode(agg.errors)
+    errors = tide.mask(require("tide.json").encode(agg.errors))
   end
   local d = db()
   d.migrate("reports", SCHEMA)
@@ -246,8 +251,9 @@ function M.record(build_id, group, results)
         for _, c in ipairs(r.cases) do
           seq = seq + 1
           d.exec("INSERT INTO report_cases (report_id, seq, file, suite, prefix, name, status, "
-            .. "duration, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", id, seq, r.file, c.suite,
-            c.prefix, c.name or "", c.status, c.duration, c.message)
+            .. "duration, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", id, seq, r.file,
+            masked(c.suite), masked(c.prefix), tide.mask(c.name or ""), c.status, c.duration,
+            masked(c.message))
         end
       elseif r.kind == "coverage" then
         for _, f in ipairs(r.files) do
