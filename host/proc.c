@@ -40,6 +40,7 @@ typedef struct out_stream {
   size_t cap_len, cap_size;
   char *partial; /* the unfinished last line, when splitting; < LINE_PIECE bytes */
   size_t partial_len, partial_size;
+  tide_mask_stream *mask; /* made at the first byte when the process has a mask */
 } out_stream;
 
 typedef struct in_write {
@@ -76,6 +77,9 @@ struct tide_proc {
   int nhandles;  /* handles initialised and not yet through their close callback */
   int released;
   int dispatching; /* inside on_event: release must not free */
+  tide_mask *mask; /* a reference, or NULL */
+  int sandboxed;   /* sb holds the sandbox's status pipe and cgroups */
+  tide_sandbox_child sb;
 };
 
 static _Thread_local char *read_buf;
@@ -131,6 +135,11 @@ static void proc_free(tide_proc *p)
   }
   free(p->q);
   free(p->log_path);
+  for (int i = 1; i <= 2; i++)
+    tide_mask_stream_free(p->out[i].mask);
+  tide_mask_unref(p->mask);
+  if (p->sandboxed)
+    tide_sandbox_child_release(&p->sb);
   free(p);
 }
 
@@ -275,10 +284,17 @@ static void log_write(tide_proc *p, const char *d, size_t n)
   }
 }
 
-static void consume(tide_proc *p, int si, const char *d, size_t n)
+typedef struct sink {
+  tide_proc *p;
+  int si;
+} sink;
+
+/* Output after masking: the capture (its cap applies to masked bytes), the log, the lines. */
+static void deliver(void *ud, const char *d, size_t n)
 {
+  tide_proc *p = ((sink *)ud)->p;
+  int si = ((sink *)ud)->si;
   out_stream *s = &p->out[si];
-  p->r.bytes[si] += n;
   if (s->cap_len < p->max_output) {
     size_t take = p->max_output - s->cap_len;
     if (take > n)
@@ -296,6 +312,22 @@ static void consume(tide_proc *p, int si, const char *d, size_t n)
     log_write(p, d, n);
   if (p->split_lines)
     split_lines(p, si, d, n);
+}
+
+static void consume(tide_proc *p, int si, const char *d, size_t n)
+{
+  out_stream *s = &p->out[si];
+  sink k = {p, si};
+  p->r.bytes[si] += n;
+  if (!p->mask) {
+    deliver(&k, d, n);
+    return;
+  }
+  if (!s->mask)
+    s->mask = tide_mask_stream_new(p->mask);
+  /* Without a stream (out of memory) the bytes are dropped: never delivered unmasked. */
+  if (s->mask)
+    tide_mask_feed(s->mask, d, n, deliver, &k);
 }
 
 static size_t queued(const tide_proc *p)
@@ -338,6 +370,10 @@ static void stream_eof(tide_proc *p, int si)
 {
   out_stream *s = &p->out[si];
   s->eof = 1;
+  if (s->mask) {
+    sink k = {p, si};
+    tide_mask_flush(s->mask, deliver, &k);
+  }
   if (p->split_lines && s->partial_len > 0) {
     queue_line(p, si, s->partial, s->partial_len);
     s->partial_len = 0;
@@ -475,6 +511,8 @@ static void reap(tide_proc *p)
   while (rc < 0 && errno == EINTR);
   if (rc == 0)
     return; /* not yet: a spurious wakeup */
+  if (rc > 0 && p->sandboxed)
+    tide_sandbox_child_reaped(&p->sb, &status); /* the program's status, not its init's */
   p->r.exited = 1;
   p->r.wall_ns = uv_hrtime() - p->r.start_ns;
   if (rc < 0) {
@@ -608,29 +646,53 @@ static size_t key_len(const char *entry)
 }
 
 /*
-** Builds the child's environment for REPLACE and ADD (INHERIT passes environ itself). The array
-** is malloc'd, the strings borrowed. Returns NULL when out of memory.
+** Builds the child's environment for REPLACE and ADD, and for a sandboxed INHERIT (which inherits
+** only sandbox_env_keep; otherwise INHERIT passes environ itself). The array is malloc'd, the
+** strings borrowed. Returns NULL when out of memory.
 */
+/* What a sandboxed program inherits from tide's environment; the rest (LD_PRELOAD, tokens,
+** agent sockets) stays out. */
+static const char *const sandbox_env_keep[] = {"PATH", "HOME", "LANG", "TZ", "CI", NULL};
+static char sandbox_default_lang[] = "LANG=C.UTF-8";
+
+static int env_inherited(const tide_proc_opts *o, const char *entry)
+{
+  if (!o->sandbox)
+    return 1;
+  size_t kl = key_len(entry);
+  for (int i = 0; sandbox_env_keep[i]; i++)
+    if (strlen(sandbox_env_keep[i]) == kl && strncmp(sandbox_env_keep[i], entry, kl) == 0)
+      return 1;
+  return 0;
+}
+
 static char **env_build(const tide_proc_opts *o)
 {
   size_t nadd = 0, ninh = 0;
-  for (const char *const *e = o->env; e && *e; e++)
+  for (const char *const *e = o->env; o->env_mode != TIDE_PROC_ENV_INHERIT && e && *e; e++)
     nadd++;
-  if (o->env_mode == TIDE_PROC_ENV_ADD)
+  if (o->env_mode != TIDE_PROC_ENV_REPLACE)
     for (char **e = environ; *e; e++)
       ninh++;
-  char **envp = malloc((ninh + nadd + 1) * sizeof *envp);
+  char **envp = malloc((ninh + nadd + 2) * sizeof *envp);
   if (!envp)
     return NULL;
   size_t k = 0;
+  int lang = 0;
   for (size_t i = 0; i < ninh; i++) {
     size_t kl = key_len(environ[i]);
-    int overridden = 0;
+    int overridden = !env_inherited(o, environ[i]);
     for (size_t j = 0; j < nadd && !overridden; j++)
       overridden = key_len(o->env[j]) == kl && strncmp(o->env[j], environ[i], kl) == 0;
-    if (!overridden)
+    if (!overridden) {
+      lang |= kl == 4 && strncmp(environ[i], "LANG", 4) == 0;
       envp[k++] = environ[i];
+    }
   }
+  for (size_t j = 0; j < nadd; j++)
+    lang |= key_len(o->env[j]) == 4 && strncmp(o->env[j], "LANG", 4) == 0;
+  if (o->sandbox && o->env_mode != TIDE_PROC_ENV_REPLACE && !lang)
+    envp[k++] = sandbox_default_lang;
   for (size_t j = 0; j < nadd; j++)
     if (strchr(o->env[j], '=')) /* a bare NAME only removes */
       envp[k++] = (char *)o->env[j];
@@ -717,7 +779,7 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
       return tide_err_set(err, UV_ENOTDIR, "spawn: cannot change to directory '%s': %s", o->cwd,
                           strerror(ENOTDIR));
   }
-  if (o->env_mode != TIDE_PROC_ENV_INHERIT) {
+  if (o->env_mode != TIDE_PROC_ENV_INHERIT || o->sandbox) {
     envp = env_build(o);
     if (!envp)
       return tide_err_set(err, UV_ENOMEM, "spawn: out of memory");
@@ -786,7 +848,29 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   uint64_t start = uv_hrtime();
-  rc = posix_spawn(&pid, prog, &fa, &attr, (char *const *)o->argv, child_env);
+  if (o->sandbox) {
+    int null_fd = -1;
+    if (in_mode == TIDE_PROC_STDIN_NULL)
+      null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int fd0 = in_mode == TIDE_PROC_STDIN_NULL ? null_fd : in_fd >= 0 ? in_fd : inp[0];
+    tide_sandbox_exec ex = {prog, (char *const *)o->argv, child_env, o->cwd, {0, 0, 0}};
+    ex.fd[0] = fd0;
+    ex.fd[1] = outp[1];
+    ex.fd[2] = errp[1];
+    rc = fd0 < 0 ? tide_err_set(err, -errno, "spawn: cannot open /dev/null: %s", strerror(errno))
+                 : tide_sandbox_spawn(o->sandbox, &ex, &p->sb, err);
+    close_fd(&null_fd);
+    if (rc == 0) {
+      p->sandboxed = 1;
+      pid = p->sb.pid;
+      pidfd = p->sb.pidfd;
+      p->sb.pidfd = -1; /* p->pidfd owns it from here */
+      p->r.sandboxed = 1;
+      p->r.sandbox_missing = p->sb.missing;
+    }
+  } else {
+    rc = posix_spawn(&pid, prog, &fa, &attr, (char *const *)o->argv, child_env);
+  }
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   close_fd(&outp[1]);
@@ -795,13 +879,18 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   close_fd(&in_fd);
   free(envp);
   envp = NULL;
+  if (rc != 0 && o->sandbox) {
+    pid = -1;
+    goto fail; /* err is set */
+  }
   if (rc != 0) {
     pid = -1;
     rc = tide_err_set(err, -rc, "spawn: cannot execute '%s': %s", argv0, strerror(rc));
     goto fail;
   }
 
-  pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0)
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
     rc = tide_err_set(err, -errno, "spawn: pidfd_open: %s", strerror(errno));
     goto fail;
@@ -816,6 +905,7 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   p->ud = o->ud;
   p->max_output = o->max_output;
   p->split_lines = o->split_lines;
+  p->mask = tide_mask_ref(o->mask);
   p->grace_ms = o->grace_ms;
   p->stdin_mode = in_mode;
   p->pidfd = pidfd;
@@ -870,6 +960,8 @@ fail:
   close_fd(&inp[1]);
   close_fd(&in_fd);
   free(envp);
+  if (p && p->sandboxed)
+    tide_sandbox_child_release(&p->sb);
   if (p)
     free(p->log_path);
   free(p);

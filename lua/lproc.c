@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <sodium.h>
 #include <uv.h>
 
 #include "tide/proc.h"
@@ -25,6 +26,8 @@
 #include "tide/trace.h"
 
 #include "lerror.h"
+#include "lsandbox.h"
+#include "lsecret.h"
 #include "modules.h"
 #include "runtime.h"
 #include "task.h"
@@ -131,6 +134,19 @@ static void span_attrs(lproc *lp)
       jputs(&j, "null");
     jputs(&j, r->timed_out ? ",\"timed_out\":true" : ",\"timed_out\":false");
   }
+  if (r && r->sandboxed) {
+    char names[64];
+    tide_sandbox_names(r->sandbox_missing, names, sizeof names);
+    jputs(&j, ",\"sandbox\":{\"missing\":[");
+    for (char *n = names, *comma; *n; n = comma ? comma + 1 : n + strlen(n)) {
+      comma = strchr(n, ',');
+      if (comma)
+        *comma = '\0';
+      jputs(&j, n == names ? "" : ",");
+      jstr(&j, n);
+    }
+    jputs(&j, "]}");
+  }
   jputs(&j, "}");
   if (!j.oom)
     tide_span_set_attrs(lp->span, j.b);
@@ -230,11 +246,13 @@ typedef struct spawn_args {
   double timeout, grace;
   int lines;
   int log;
+  int sandboxed;
+  tide_sandbox_policy sandbox; /* path lists in GC-owned boxes on the stack */
 } spawn_args;
 
 static const char *const known_keys[] = {
-    "cwd",        "env",  "env_mode", "grace",   "lines", "log",
-    "max_output", "name", "stdin",    "timeout", NULL,
+    "cwd",        "env",  "env_mode", "grace", "lines",   "log",
+    "max_output", "name", "sandbox",  "stdin", "timeout", NULL,
 };
 
 static int opt_error(lua_State *L, const char *fmt, const char *a, const char *b)
@@ -265,6 +283,14 @@ static double opt_number(lua_State *L, const char *key, double min, int strict)
 }
 
 /* Builds env entries "NAME=value" (or "NAME" to remove) in one GC-owned block. */
+/* Wipes an environment block that held a secret value before Lua frees it. */
+static int env_block_gc(lua_State *L)
+{
+  size_t *block = lua_touserdata(L, 1);
+  sodium_memzero(block + 1, block[0]);
+  return 0;
+}
+
 static void parse_env(lua_State *L, int tidx, spawn_args *a)
 {
   size_t count = 0, bytes = 0;
@@ -277,7 +303,11 @@ static void parse_env(lua_State *L, int tidx, spawn_args *a)
     if (klen == 0 || strchr(k, '=') || strlen(k) != klen)
       luaL_error(L, "spawn: bad environment variable name '%s'", k);
     int t = lua_type(L, -1);
-    if (t == LUA_TSTRING) {
+    const unsigned char *sv = tide_lsecret_bytes(L, -1, &vlen);
+    if (sv) {
+      if (memchr(sv, '\0', vlen))
+        luaL_error(L, "spawn: env value of '%s' contains a NUL byte", k);
+    } else if (t == LUA_TSTRING) {
       const char *v = lua_tolstring(L, -1, &vlen);
       if (strlen(v) != vlen)
         luaL_error(L, "spawn: env value of '%s' contains a NUL byte", k);
@@ -287,14 +317,24 @@ static void parse_env(lua_State *L, int tidx, spawn_args *a)
       if (lua_isinteger(L, -1))
         vlen = (size_t)snprintf(tmp, sizeof tmp, LUA_INTEGER_FMT, lua_tointeger(L, -1));
     } else if (!(t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
-      luaL_error(L, "spawn: env value of '%s' must be a string, a number or false, got %s", k,
-                 luaL_typename(L, -1));
+      luaL_error(L,
+                 "spawn: env value of '%s' must be a string, a secret, a number or false, got %s",
+                 k, luaL_typename(L, -1));
     }
     count++;
     bytes += klen + 1 + vlen + 1;
     lua_pop(L, 1);
   }
-  char **ptrs = lua_newuserdatauv(L, (count + 1) * sizeof(char *) + bytes, 0);
+  /* [size_t size][pointers][strings]: the size lets __gc wipe what a secret left there. */
+  size_t size = (count + 1) * sizeof(char *) + bytes;
+  size_t *block = lua_newuserdatauv(L, sizeof(size_t) + size, 0);
+  block[0] = size;
+  if (luaL_newmetatable(L, "tide.EnvBlock")) {
+    lua_pushcfunction(L, env_block_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  char **ptrs = (char **)(block + 1);
   char *out = (char *)(ptrs + count + 1);
   size_t i = 0;
   lua_pushnil(L);
@@ -302,7 +342,14 @@ static void parse_env(lua_State *L, int tidx, spawn_args *a)
     const char *k = lua_tostring(L, -2);
     ptrs[i++] = out;
     int t = lua_type(L, -1);
-    if (t == LUA_TSTRING)
+    size_t vlen;
+    const unsigned char *sv = tide_lsecret_bytes(L, -1, &vlen);
+    if (sv) {
+      out += sprintf(out, "%s=", k);
+      memcpy(out, sv, vlen); /* copied in C: the value never becomes a Lua string */
+      out += vlen;
+      *out++ = '\0';
+    } else if (t == LUA_TSTRING)
       out += sprintf(out, "%s=%s", k, lua_tostring(L, -1)) + 1;
     else if (t == LUA_TNUMBER && lua_isinteger(L, -1))
       out += sprintf(out, "%s=" LUA_INTEGER_FMT, k, lua_tointeger(L, -1)) + 1;
@@ -419,6 +466,8 @@ static void parse_opts(lua_State *L, spawn_args *a)
   }
   if (env_idx)
     parse_env(L, env_idx, a);
+  if (lua_getfield(L, 1, "sandbox") != LUA_TNIL)
+    a->sandboxed = tide_lsandbox_parse(L, -1, a->cwd, &a->sandbox);
 
   a->argc = (int)n;
   a->argv = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof(char *), 0);
@@ -534,8 +583,12 @@ static int l_spawn(lua_State *L)
     o.split_lines = a.lines;
     o.timeout_ms = (uint64_t)(a.timeout * 1000.0 + 0.5);
     o.grace_ms = (uint64_t)(a.grace * 1000.0 + 0.5);
+    o.mask = tide_runtime_mask(rt);
     o.on_event = on_event;
     o.ud = lp;
+    if (a.sandboxed && rt->store)
+      a.sandbox.protect = tide_store_home(rt->store);
+    o.sandbox = a.sandboxed ? &a.sandbox : NULL;
     rc = tide_proc_spawn(rt->loop, &o, &lp->proc, &err);
   }
   if (rc != 0) {
@@ -646,6 +699,20 @@ static void push_result(lua_State *L, lproc *lp)
   if (r->log_error) {
     lua_pushfstring(L, "%s: %s", tide_err_name(-r->log_error), strerror(r->log_error));
     lua_setfield(L, -2, "log_error");
+  }
+  if (r->sandboxed) {
+    /* sandbox = {missing = {"landlock", ...}}: protections this machine could not apply */
+    lua_createtable(L, 0, 1);
+    lua_newtable(L);
+    for (int bit = 0, i = 0; bit < 8; bit++) {
+      char name[32];
+      if (r->sandbox_missing & (1u << bit)) {
+        lua_pushstring(L, tide_sandbox_names(1u << bit, name, sizeof name));
+        lua_rawseti(L, -2, ++i);
+      }
+    }
+    lua_setfield(L, -2, "missing");
+    lua_setfield(L, -2, "sandbox");
   }
 }
 

@@ -33,6 +33,8 @@
 #include <uv.h>
 
 #include "tide/err.h"
+#include "tide/mask.h"
+#include "tide/sandbox.h"
 
 typedef struct tide_proc tide_proc;
 
@@ -80,8 +82,15 @@ typedef struct tide_proc_opts {
   int split_lines;             /* queue output lines for tide_proc_next_line() */
   uint64_t timeout_ms;         /* 0: no timeout */
   uint64_t grace_ms;           /* TERM -> KILL delay, and how long to wait for EOF after exit */
+  /* NULL, or every byte of output passes through this mask before it reaches the capture, the
+     lines and the log; the process takes a reference */
+  tide_mask *mask;
   tide_proc_event_fn on_event; /* may be NULL; runs from libuv callbacks: must not run Lua */
   void *ud;
+  /* NULL: posix_spawn; else the program starts inside this sandbox (include/tide/sandbox.h),
+     and what it inherits of tide's environment (INHERIT, ADD) is only PATH, HOME, LANG (set to
+     C.UTF-8 when neither tide nor env has one), TZ and CI */
+  const tide_sandbox_policy *sandbox; /* borrowed for the call */
 } tide_proc_opts;
 
 /* What a process produced. Fields other than pid and start are valid once done is set. */
@@ -102,6 +111,9 @@ typedef struct tide_proc_result {
   int truncated[3];         /* the capture of that stream hit max_output */
   int log_opened;           /* the log file was created (the process wrote something) */
   int log_error; /* errno of the failed log open or write, or 0 (the log was abandoned) */
+  int sandboxed; /* started inside the sandbox */
+  /* TIDE_SANDBOX_* protections that could not be applied */
+  unsigned sandbox_missing;
 } tide_proc_result;
 
 /* Fills o with the defaults: inherit env, /dev/null stdin, 1 MiB cap, no timeout, 5 s grace. */

@@ -18,10 +18,12 @@ local M = {}
 local option_keys = {
   shell = true, env = true, env_mode = true, cwd = true, stdin = true, max_output = true,
   on_line = true, on_stdout = true, on_stderr = true, timeout = true, grace = true,
-  check = true, name = true, log = true,
+  check = true, name = true, log = true, sandbox = true,
 }
 -- Passed through to the native spawn unchanged; it checks their types.
-local native_keys = { "env", "env_mode", "cwd", "stdin", "max_output", "timeout", "grace", "log" }
+local native_keys = {
+  "env", "env_mode", "cwd", "stdin", "max_output", "timeout", "grace", "log", "sandbox",
+}
 
 local function input_error(where, fmt, ...)
   error(tide.error("EINPUT", where .. ": " .. string.format(fmt, ...)), 3)

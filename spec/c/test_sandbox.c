@@ -1,0 +1,187 @@
+/*
+** host/sandbox.c without Lua: sizes and names, policy checks, and real sandboxed children started
+** with tide_sandbox_spawn(): exit status through the init, a program killed by a signal, an
+** exec failure that leaves nothing behind, and the descriptors the program gets.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tide/sandbox.h"
+
+static int usable;
+
+static void test_parse_size(void **state)
+{
+  (void)state;
+  uint64_t v = 0;
+  assert_int_equal(tide_sandbox_parse_size("512M", &v), 0);
+  assert_true(v == 512ull << 20);
+  assert_int_equal(tide_sandbox_parse_size("2G", &v), 0);
+  assert_true(v == 2ull << 30);
+  assert_int_equal(tide_sandbox_parse_size("100kB", &v), 0);
+  assert_true(v == 100ull << 10);
+  assert_int_equal(tide_sandbox_parse_size("4096", &v), 0);
+  assert_true(v == 4096);
+  const char *bad[] = {"", "-1", "M", "1X", "1MM", "99999999999999999999", "17179869184G", NULL};
+  for (int i = 0; bad[i]; i++)
+    assert_int_equal(tide_sandbox_parse_size(bad[i], &v), -1);
+}
+
+static void test_names(void **state)
+{
+  (void)state;
+  char buf[64];
+  assert_string_equal(tide_sandbox_names(0, buf, sizeof buf), "");
+  assert_string_equal(
+      tide_sandbox_names(TIDE_SANDBOX_LANDLOCK | TIDE_SANDBOX_CGROUP, buf, sizeof buf),
+      "landlock,cgroup");
+  assert_int_equal(tide_sandbox_bit("cgroup"), TIDE_SANDBOX_CGROUP);
+  assert_int_equal(tide_sandbox_bit("idmap"), TIDE_SANDBOX_IDMAP);
+  assert_string_equal(
+      tide_sandbox_names(TIDE_SANDBOX_IDMAP | TIDE_SANDBOX_LANDLOCK, buf, sizeof buf),
+      "landlock,idmap");
+  assert_int_equal(tide_sandbox_bit("seccomp"), 0);
+}
+
+static void check_policy(const char *const *writable, const char *needle)
+{
+  tide_sandbox_policy p;
+  tide_sandbox_policy_init(&p);
+  p.writable = writable;
+  tide_err err;
+  tide_err_clear(&err);
+  int rc = tide_sandbox_check(&p, &err);
+  if (!needle) {
+    assert_int_equal(rc, 0);
+    return;
+  }
+  assert_int_equal(rc, TIDE_EINPUT);
+  if (!strstr(err.msg, needle))
+    fail_msg("'%s' lacks '%s'", err.msg, needle);
+}
+
+static void test_check(void **state)
+{
+  (void)state;
+  char dir[] = "/tmp/tide-sbtest-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char link[64], dotdot[64], missing[64];
+  snprintf(link, sizeof link, "%s-link", dir);
+  assert_int_equal(symlink(dir, link), 0);
+  snprintf(dotdot, sizeof dotdot, "%s/../x", dir);
+  snprintf(missing, sizeof missing, "%s/missing", dir);
+  check_policy((const char *[]){dir, NULL}, NULL);
+  check_policy((const char *[]){"rel", NULL}, "not absolute");
+  check_policy((const char *[]){"/", NULL}, "'/' is not allowed");
+  check_policy((const char *[]){dotdot, NULL}, "not normalised");
+  check_policy((const char *[]){link, NULL}, "symlink");
+  check_policy((const char *[]){missing, NULL}, "No such file");
+  check_policy((const char *[]){dir, dir, NULL}, "listed twice");
+  unlink(link);
+  rmdir(dir);
+}
+
+/* Runs argv sandboxed with stdout into a pipe; returns the program's wait status. */
+static int run(char *const *argv, char *out, size_t size, int *rc_out)
+{
+  tide_sandbox_policy p;
+  tide_sandbox_policy_init(&p);
+  const char *const none[] = {NULL};
+  p.writable = none;
+  int fds[2];
+  assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+  tide_sandbox_exec ex = {argv[0], argv, envp, "/", {null_fd, fds[1], null_fd}};
+  tide_sandbox_child c;
+  tide_err err;
+  tide_err_clear(&err);
+  int rc = tide_sandbox_spawn(&p, &ex, &c, &err);
+  close(fds[1]);
+  close(null_fd);
+  *rc_out = rc;
+  if (rc != 0) {
+    close(fds[0]);
+    return -1;
+  }
+  size_t len = 0;
+  ssize_t n;
+  while (len + 1 < size && (n = read(fds[0], out + len, size - 1 - len)) > 0)
+    len += (size_t)n;
+  out[len] = '\0';
+  close(fds[0]);
+  int status = 0;
+  assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+  tide_sandbox_child_reaped(&c, &status);
+  tide_sandbox_child_release(&c);
+  return status;
+}
+
+static void test_exit_status(void **state)
+{
+  (void)state;
+  if (!usable)
+    skip();
+  char out[256];
+  int rc;
+  int st = run((char *[]){"/bin/sh", "-c", "echo $$; exit 3", NULL}, out, sizeof out, &rc);
+  assert_int_equal(rc, 0);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 3);
+  assert_string_equal(out, "2\n"); /* pid 2: the init is pid 1 */
+  st = run((char *[]){"/bin/sh", "-c", "kill -TERM $$", NULL}, out, sizeof out, &rc);
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGTERM);
+}
+
+static void test_exec_failure(void **state)
+{
+  (void)state;
+  if (!usable)
+    skip();
+  char out[64];
+  int rc;
+  run((char *[]){"/nonexistent/prog", NULL}, out, sizeof out, &rc);
+  assert_int_equal(rc, -ENOENT);
+  assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* nothing left to reap */
+  assert_int_equal(errno, ECHILD);
+}
+
+static void test_descriptors(void **state)
+{
+  (void)state;
+  if (!usable)
+    skip();
+  int leak = open("/dev/null", O_RDONLY); /* not close-on-exec */
+  char out[256];
+  int rc;
+  run((char *[]){"/bin/sh", "-c", "ls /proc/self/fd | tr '\\n' ' '", NULL}, out, sizeof out, &rc);
+  close(leak);
+  assert_int_equal(rc, 0);
+  /* 0 1 2, and 3 is ls's own directory handle */
+  assert_string_equal(out, "0 1 2 3 ");
+}
+
+int main(void)
+{
+  usable = access("/proc/self/ns/user", F_OK) == 0;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_names),
+      cmocka_unit_test(test_check),        cmocka_unit_test(test_exit_status),
+      cmocka_unit_test(test_exec_failure), cmocka_unit_test(test_descriptors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
