@@ -30,6 +30,7 @@
 #include "tide/git.h"
 
 #include "lerror.h"
+#include "lsecret.h"
 #include "modules.h"
 #include "task.h"
 
@@ -255,7 +256,7 @@ static void read_list(lua_State *L, int idx, git_op *op)
   }
 }
 
-/* Credentials table at idx (nil allowed): string values under cred_keys only. */
+/* Credentials table at idx (nil allowed): strings or secrets under cred_keys only. */
 static void read_creds(lua_State *L, int idx, git_op *op)
 {
   if (lua_isnoneornil(L, idx))
@@ -271,10 +272,24 @@ static void read_creds(lua_State *L, int idx, git_op *op)
       lua_pushvalue(L, -2);
       luaL_argerror(L, idx, lua_pushfstring(L, "unexpected key '%s'", luaL_tolstring(L, -1, NULL)));
     }
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_argerror(L, idx, lua_pushfstring(L, "'%s' must be a string", k));
+    size_t len;
+    const unsigned char *secret = tide_lsecret_bytes(L, -1, &len);
     free(op->cred[i]);
-    op->cred[i] = dup_arg(L, lua_tostring(L, -1));
+    op->cred[i] = NULL;
+    if (secret) {
+      /* A value from the secret store goes from guarded memory to the op, never through Lua. */
+      if (memchr(secret, '\0', len))
+        luaL_argerror(L, idx, lua_pushfstring(L, "'%s' holds a NUL byte", k));
+      op->cred[i] = malloc(len + 1);
+      if (!op->cred[i])
+        luaL_error(L, "out of memory");
+      memcpy(op->cred[i], secret, len);
+      op->cred[i][len] = '\0';
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      op->cred[i] = dup_arg(L, lua_tostring(L, -1));
+    } else {
+      luaL_argerror(L, idx, lua_pushfstring(L, "'%s' must be a string or a secret", k));
+    }
     op->has_creds = 1;
     lua_pop(L, 1);
   }

@@ -296,6 +296,14 @@ describe("tide.git", function()
       repo = git.clone(url, dir .. "/c2",
         { credentials = { ssh_key = keys .. "/user", known_hosts = known } })
       assert.are.equal(heads["refs/heads/main"], repo:head().id)
+      -- Credentials kept in the secret store, named by id: the key never becomes a Lua string.
+      local secrets = require("tide.secrets")
+      secrets.put_value("git/ssh-" .. port, require("tide.json").encode(creds))
+      repo = git.clone(url, dir .. "/c4", { credentials = "git/ssh-" .. port })
+      assert.are.equal(heads["refs/heads/main"], repo:head().id)
+      assert.are.same(heads, git.ls_remote(url, { credentials = "git/ssh-" .. port }))
+      secrets.put_value("git/bad-" .. port, '{"tokn": "x"}')
+      raises("EINPUT", git.clone, url, dir .. "/c5", { credentials = "git/bad-" .. port })
       -- A key the server does not know is an authentication failure, named as such.
       sh(("ssh-keygen -q -t ed25519 -N '' -f %s/other"):format(q(keys)))
       local err = raises("EGIT", git.clone, url, dir .. "/c3",

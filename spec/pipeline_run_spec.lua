@@ -406,21 +406,22 @@ return { name = "modes", mode = os.getenv("MODE"), stages = {
   end)
 
   it("a disabled transition holds executions until it is enabled", function()
-    local dir, home, file = setup([[
+    local _, home, file = setup([[
 return { name = "gate", stages = {
   { name = "A", actions = { { name = "X", run = function() end } } },
   { name = "B", actions = { { name = "Y", run = function() print("entered B") end } } },
 } }
 ]])
-    helper.write(dir .. "/ctl.lua", [[
-require("tide.pipeline").transition("gate", "B", arg[1] == "on", "frozen")
-]])
-    assert.are.equal(0, t(home, dir .. "/ctl.lua", "off").code)
+    local bad = t(home, "transition", "gate", "B", "--enable", "--disable")
+    assert.are.equal(2, bad.code)
+    assert.matches("one of %-%-disable and %-%-enable", bad.stderr)
+    assert.are.equal(0, t(home, "transition", "gate", "B", "--disable", "--reason", "frozen").code)
+    assert.are.equal("frozen", sql(home, "SELECT reason FROM pipeline_transitions"))
     local p = spawn(home, "run", file)
     eventually(function()
       return sql(home, "SELECT waiting FROM pipeline_executions") == "1"
     end, "the execution to wait")
-    assert.are.equal(0, t(home, dir .. "/ctl.lua", "on").code)
+    assert.are.equal(0, t(home, "transition", "gate", "B", "--enable").code)
     local r = p:wait()
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("waiting to enter B", r.stdout)

@@ -63,20 +63,32 @@ local cred_keys = {
   known_hosts = true,
 }
 
+-- credentials: a table of strings or secret values under cred_keys, or the id of a secret in the
+-- store whose SecretString is a JSON object of those keys. Values from the store stay secret
+-- userdata down to the C binding, so they never become Lua strings.
 local function credentials(where, c)
   if c == nil then
     return nil
   end
+  if type(c) == "string" then
+    local fields = require("tide.secrets").get_fields(c)
+    for k in pairs(fields) do
+      if not cred_keys[k] then
+        input_error(where, "secret '%s': unexpected credentials key '%s'", c, tostring(k))
+      end
+    end
+    return fields
+  end
   if type(c) ~= "table" then
-    input_error(where, "'credentials' must be a table, got %s", type(c))
+    input_error(where, "'credentials' must be a table or a secret id, got %s", type(c))
   end
   for k, v in pairs(c) do
     if not cred_keys[k] then
       input_error(where, "unexpected credentials key '%s'", tostring(k))
     end
-    if type(v) ~= "string" then
+    if type(v) ~= "string" and type(v) ~= "userdata" then -- the binding checks it is a secret
       -- The value is a secret: name the key only.
-      input_error(where, "credentials '%s' must be a string, got %s", k, type(v))
+      input_error(where, "credentials '%s' must be a string or a secret, got %s", k, type(v))
     end
   end
   return c

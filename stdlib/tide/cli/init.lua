@@ -17,6 +17,7 @@ M.commands = {
   { "approve", "approve RUN Stage/Action [--reject] --summary TEXT   answer a manual approval" },
   { "retry", "retry RUN [--stage S] [--failed-only]   continue a failed or interrupted pipeline" },
   { "stop", "stop RUN [--abandon]      stop a pipeline execution" },
+  { "transition", "transition PIPELINE STAGE --disable [--reason R] | --enable   gate a stage" },
   { "watch", "watch FILE.lua            start pipeline executions on git pushes and schedules" },
   { "secret", "secret put|get|ls|versions|rotate|rm|restore NAME  the secret store" },
   { "param", "param put|get|ls|history|label|unlabel|rm NAME      the parameter store" },

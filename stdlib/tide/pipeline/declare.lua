@@ -114,7 +114,8 @@ local ACTION_KEYS = {
   source = "table", build = "string|table", approval = "table", run = "function",
   env = "table",
 }
-local SOURCE_KEYS = { git = "string", branch = "string", revision = "string", depth = "number" }
+local SOURCE_KEYS = { git = "string", branch = "string", revision = "string", depth = "number",
+  credentials = "string" }
 local BUILD_KEYS = { buildspec = "string", env = "table", project = "string",
   sandbox = "boolean" }
 local APPROVAL_KEYS = { timeout = "number|string", summary = "string", link = "string",

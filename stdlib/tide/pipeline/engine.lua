@@ -214,7 +214,7 @@ function M.resolve_source(a, fixed, config)
   if fixed then
     return fixed
   end
-  local heads = git_call(a, git.ls_remote, url)
+  local heads = git_call(a, git.ls_remote, url, { credentials = config.credentials })
   if want and want:match("^%x+$") and #want == 40 then
     return want
   end
@@ -242,7 +242,8 @@ function KIND.source(ex, a, ctx)
   local rev = ex.revisions[a.name] or M.resolve_source(a, nil, ctx.config)
   local dir = ctx.outputs[a.outputs[1]]
   fs.rm_r(dir)
-  local repo = git_call(a, git.checkout_to, ctx.config.git, rev, dir)
+  local repo = git_call(a, git.checkout_to, ctx.config.git, rev, dir,
+    { credentials = ctx.config.credentials })
   local info = git_call(a, repo.commit_info, repo, rev)
   fs.rm_r(dir .. "/.git")
   local name = ctx.config.git:gsub("/+$", ""):match("([^/]+)$") or ctx.config.git
@@ -410,9 +411,11 @@ local function action_body(ex, a, attempt)
   for _, name in ipairs(a.outputs) do
     refs[name] = put_artifact(ex, name, ctx.outputs[name], attempt)
   end
+  -- A stored output is run output: a secret in it is kept masked, also for later actions,
+  -- which read the secret from the store themselves.
   local out = {}
   for k, v in pairs(vars or {}) do
-    out[tostring(k)] = tostring(v)
+    out[tostring(k)] = tide.mask(tostring(v))
   end
   if #json.encode(out) > 122880 then
     error(tide.error("ELIMIT", a.id .. ": output variables exceed 122,880 bytes"), 0)

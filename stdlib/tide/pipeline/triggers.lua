@@ -261,7 +261,8 @@ function M.check(file, plan, triggers)
       fail(file, place, "a trigger must be a table")
     end
     for k in pairs(t) do
-      local known = { git = 1, source = 1, branches = 1, tags = 1, paths = 1, schedule = 1 }
+      local known = { git = 1, source = 1, branches = 1, tags = 1, paths = 1, schedule = 1,
+        credentials = 1 }
       if not known[k] then
         fail(file, place, "unknown key '%s'", tostring(k))
       end
@@ -292,7 +293,11 @@ function M.check(file, plan, triggers)
       if t.git and type(t.git) ~= "string" then
         fail(file, place, "'git' must be a string")
       end
+      if t.credentials ~= nil and type(t.credentials) ~= "string" then
+        fail(file, place, "'credentials' must be the id of a secret in the store")
+      end
       out[i] = { kind = "push", git = t.git or src.config.git, source = src and src.name,
+        credentials = t.credentials or src and src.config.credentials,
         branches = check_filter(file, place .. ".branches", t.branches),
         tags = check_filter(file, place .. ".tags", t.tags),
         paths = check_filter(file, place .. ".paths", t.paths) }
@@ -362,9 +367,11 @@ function M.watch(plan, opts)
       if not ok then
         error(tide.error("EINPUT", "tide watch needs tide.git for push triggers: " .. git), 0)
       end
-      local heads, msg = git.ls_remote(url)
-      if not heads then
-        print(string.format("%s: cannot read '%s': %s", plan.name, url, tostring(msg)))
+      local read, heads = pcall(git.ls_remote, url, { credentials = triggers[1].credentials })
+      if not read then
+        -- A remote that is down for a moment must not end the watch: say so, poll again later.
+        print(string.format("%s: cannot read '%s': %s", plan.name, url,
+          type(heads) == "table" and heads.message or tostring(heads)))
         heads = {}
       end
       local refs = {}
