@@ -22,7 +22,7 @@ describe("tide.params", function()
     assert.equal("/a/b.c-d_e", params.check_name("/a/b.c-d_e"))
     assert.equal("/" .. string.rep("a/", 14) .. "b", params.check_name("/" .. string.rep("a/", 14)
       .. "b"))
-    h.raises("ELIMIT", params.check_name, "/" .. string.rep("a/", 15) .. "b")
+    h.raises("EINPUT", params.check_name, "/" .. string.rep("a/", 15) .. "b")
     for _, bad in ipairs({ "", "/", "a b", "a/b", "/a//b", "/a/", "/aws/x", "AWSx", "ssm-x",
       "/SSM/y", "x:y", "é" }) do
       h.raises("EINPUT", params.put, bad, "v")
@@ -37,13 +37,14 @@ describe("tide.params", function()
     assert.equal(2, params.put(name, "https://two.example", { overwrite = true }).version)
     assert.equal("https://two.example", params.get(name).value)
     assert.equal("https://one.example", params.get(name .. ":1").value)
-    h.raises("ENOENT", params.get, name .. ":3")
-    assert.same({ "9bad", "awsx" }, params.label(name, 1, { "blue", "9bad", "awsx" }))
-    assert.same({ "9bad", "awsx" }, params.label(name, 1, { "green", "9bad", "awsx" }))
+    h.raises("EINPUT", params.get, name .. ":3")
+    h.raises("EINPUT", params.label, name, 1, { "blue", "9bad", "awsx" })
+    assert.is_nil(db.row("SELECT 1 AS x FROM param_labels WHERE name = ?", name))
+    assert.same({}, params.label(name, 1, { "blue", "green" }))
     assert.equal("https://one.example", params.get(name .. ":blue").value)
     params.label(name, 2, "blue") -- moves
     assert.equal("https://two.example", params.get(name .. ":blue").value)
-    h.raises("ENOENT", params.get, name .. ":nolabel")
+    h.raises("EINPUT", params.get, name .. ":nolabel")
     local hist = params.history(name)
     assert.equal(2, #hist)
     assert.same({ "green" }, hist[1].labels)
@@ -55,7 +56,7 @@ describe("tide.params", function()
   it("refuses a label on a missing version and more than ten labels, changing nothing", function()
     local name = fresh()
     params.put(name, "v1")
-    h.raises("ENOENT", params.label, name, 5, { "x" })
+    h.raises("EINPUT", params.label, name, 5, { "x" })
     assert.is_nil(db.row("SELECT 1 AS x FROM param_labels WHERE name = ?", name))
     local labels = {}
     for i = 1, 11 do
@@ -81,7 +82,7 @@ describe("tide.params", function()
     params.unlabel(name, 1, "keep")
     params.put(name, "v101", { overwrite = true })
     assert.equal(100, count(name))
-    h.raises("ENOENT", params.get, name .. ":1")
+    h.raises("EINPUT", params.get, name .. ":1")
     assert.equal("v2", params.get(name .. ":2").value)
   end)
 
@@ -91,10 +92,10 @@ describe("tide.params", function()
     params.put(name, "a,b,c", { type = "StringList" })
     assert.equal("StringList", params.get(name).type)
     params.put(fresh(), string.rep("x", 4096))
-    h.raises("ELIMIT", params.put, fresh(), string.rep("x", 4097))
+    h.raises("EINPUT", params.put, fresh(), string.rep("x", 4097))
     local adv = fresh()
     assert.equal("Advanced", params.put(adv, string.rep("x", 8192), { tier = "Advanced" }).tier)
-    h.raises("ELIMIT", params.put, fresh(), string.rep("x", 8193), { tier = "Advanced" })
+    h.raises("EINPUT", params.put, fresh(), string.rep("x", 8193), { tier = "Advanced" })
     assert.equal("Advanced",
       params.put(fresh(), string.rep("x", 5000), { tier = "Intelligent-Tiering" }).tier)
     local empty = fresh()
@@ -173,7 +174,7 @@ describe("tide.params", function()
       db.exec("UPDATE params SET policies = ? WHERE name = ?",
         row.policies:gsub("%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z", iso(os.time() - 1)), name)
       db.exec("UPDATE params SET head_mac = ? WHERE name = ?", db.blob(vault.head_mac("param",
-        name, "2")), name)
+        name, vault.param_head(name))), name)
       h.raises("ENOENT", params.get, name)
       local evs = vault.events(name)
       assert.matches("expired", evs[#evs].message)
@@ -236,6 +237,78 @@ describe("tide.params", function()
     db.exec("UPDATE param_versions SET ct = ? WHERE name = ? AND version = 2", db.blob(row.ct),
       name)
     h.raises("EINTEGRITY", params.get, name)
+  end)
+
+  it("detects an edited type, tier, policies, label or version type, on every path", function()
+    local name = fresh()
+    params.put(name, "typed-secure-1", { type = "SecureString" })
+    params.put(name, "typed-secure-2", { overwrite = true })
+    params.label(name, 1, "blue")
+    params.label(name, 2, "green")
+    assert.is_true(params.get(name .. ":blue", { with_decryption = true }).value
+      :equals("typed-secure-1"))
+    local function tamper(sql, ...)
+      db.exec(sql, ...)
+    end
+    -- The latest version is read by the native path, whose head cache is warm from here on.
+    params.get(name, { with_decryption = true })
+    assert.equal("table", type(vault.unlock().v:param_get(name, true)))
+    local cases = {
+      { "UPDATE params SET type = 'String' WHERE name = ?",
+        "UPDATE params SET type = 'SecureString' WHERE name = ?" },
+      { "UPDATE param_versions SET type = 'String' WHERE name = ? AND version = 2",
+        "UPDATE param_versions SET type = 'SecureString' WHERE name = ? AND version = 2" },
+      { "UPDATE param_versions SET type = 'String' WHERE name = ? AND version = 1",
+        "UPDATE param_versions SET type = 'SecureString' WHERE name = ? AND version = 1" },
+      { "UPDATE params SET tier = 'Advanced' WHERE name = ?",
+        "UPDATE params SET tier = 'Standard' WHERE name = ?" },
+      { "UPDATE params SET policies = '[]' WHERE name = ?",
+        "UPDATE params SET policies = NULL WHERE name = ?" },
+      { "UPDATE param_labels SET version = 2 WHERE name = ? AND label = 'blue'",
+        "UPDATE param_labels SET version = 1 WHERE name = ? AND label = 'blue'" },
+      { "DELETE FROM param_labels WHERE name = ? AND label = 'green'",
+        "INSERT INTO param_labels (name, label, version) VALUES (?, 'green', 2)" },
+    }
+    for _, c in ipairs(cases) do
+      tamper(c[1], name)
+      for _, read in ipairs({
+        function() return params.get(name) end,
+        function() return params.get(name, { with_decryption = true }) end,
+        function() return params.get(name .. ":blue", { with_decryption = true }) end,
+        function() return params.get(name .. ":1") end,
+        function() return params.history(name) end,
+        function() return params.get_by_path(name:match("^(.*)/"), {}) end,
+      }) do
+        local err = h.raises("EINTEGRITY", read)
+        assert.matches("altered", err.message, c[1])
+      end
+      tamper(c[2], name)
+      assert.equal(2, params.get(name).version)
+    end
+    -- Legitimate changes keep the head valid.
+    params.label(name, 2, "blue")
+    params.unlabel(name, 2, { "green" })
+    assert.is_true(params.value(name .. ":blue"):equals("typed-secure-2"))
+  end)
+
+  it("honours the time zone of an Expiration timestamp", function()
+    local t = params._parse_time
+    assert.equal(1700000000 * 1000000, t("2023-11-14T22:13:20Z"))
+    assert.equal(1700000000 * 1000000, t("2023-11-14T22:13:20.000Z"))
+    assert.equal(1700000000 * 1000000, t("2023-11-14T22:13:20"))
+    assert.equal(1700000000 * 1000000, t("2023-11-15T00:13:20+02:00"))
+    assert.equal(1700000000 * 1000000, t("2023-11-14T17:13:20-05:00"))
+    assert.equal(1700000000 * 1000000, t("2023-11-14T17:13:20-0500"))
+    for _, bad in ipairs({ "2023-11-14T22:13:20+2", "2023-13-14T22:13:20Z", "2023-11-14",
+      "2023-11-14T22:13:20 Z", "2023-11-14T22:13:20+25:00" }) do
+      assert.is_nil(t(bad), bad)
+    end
+    -- An expiry an hour ago written in a zone ahead of UTC: expired now.
+    local name = fresh()
+    local ahead = os.date("!%Y-%m-%dT%H:%M:%S", os.time() - 3600 + 5 * 3600) .. "+05:00"
+    params.put(name, "zoned", { tier = "Advanced", policies = {
+      { Type = "Expiration", Attributes = { Timestamp = ahead } } } })
+    h.raises("ENOENT", params.get, name)
   end)
 
   describe("the latest-version read", function()
@@ -333,33 +406,40 @@ describe("tide.params", function()
       require("tide").sleep(0.25) -- the put's keys are protected again by now
       local v = vault.unlock().v
       assert.equal(0, v:held())
-      -- The first read after a quiet spell is written at once (and the keys protected again);
-      -- the next one is queued, and keeps the data key readable for the reads after it.
+      -- Each read is journaled before its value is returned, and keeps the data key readable
+      -- for the reads after it; the tick ingests the journal and protects the keys again.
+      local journal = vault.journal_path()
       params.get(name, { with_decryption = true }).value:close()
+      local one = #h.read(journal)
+      assert.is_true(one > 0)
+      params.get(name, { with_decryption = true }).value:close()
+      assert.equal(2 * one, #h.read(journal))
       assert.equal(0, v:pending())
-      params.get(name, { with_decryption = true }).value:close()
-      assert.equal(1, v:pending())
       assert.is_true(v:held() >= 1)
       require("tide").sleep(0.3)
       assert.equal(0, v:held())
-      assert.equal(0, v:pending())
+      assert.equal("", h.read(journal))
+      assert.equal(2, db.row("SELECT count(*) AS n FROM secret_audit WHERE name = ? AND "
+        .. "op = 'read'", name).n)
     end)
 
-    it("denies a read when its audit record cannot be written", function()
+    it("keeps reading while the log table refuses inserts: the journal holds the records",
+      function()
       local name = fresh()
-      params.put(name, "fail-closed-param", { type = "SecureString" })
+      params.put(name, "journal-param-1", { type = "SecureString" })
       db.exec("CREATE TRIGGER no_param_audit BEFORE INSERT ON secret_audit BEGIN "
-        .. "SELECT RAISE(ABORT, 'audit disk full'); END")
-      require("tide").sleep(0.25) -- a quiet spell: the next read writes its record at once
-      local ok, err = pcall(params.get, name, { with_decryption = true })
-      local again = pcall(params.get, name, { with_decryption = true })
+        .. "SELECT RAISE(ABORT, 'audit table full'); END")
+      local ok = pcall(params.get, name, { with_decryption = true })
+      -- A write records itself after the journal's records: it fails, and writes nothing.
+      local wrote, err = pcall(params.put, name, "journal-param-2", { overwrite = true })
       db.exec("DROP TRIGGER no_param_audit")
-      assert.is_false(ok)
-      assert.is_false(again)
-      assert.equal("EINTEGRITY", err.code)
-      assert.matches("audit disk full", err.message)
-      assert.is_true(params.get(name, { with_decryption = true }).value:equals("fail-closed-param"))
+      assert.is_true(ok)
+      assert.is_false(wrote)
+      assert.matches("audit table full", err.message)
+      assert.equal(1, params.get(name).version)
       vault.audit_verify()
+      assert.equal(1, db.row("SELECT count(*) AS n FROM secret_audit WHERE name = ? AND "
+        .. "op = 'read'", name).n)
     end)
 
     it("masks a value read in another process than the one that stored it", function()
@@ -395,8 +475,35 @@ describe("tide.params", function()
     assert.equal(0, select(2, cli("param label /app/prod/url --version 1 blue")))
     assert.equal("https://a.example\n", (cli("param get /app/prod/url:blue")))
     local out, rc = cli("param label /app/prod/url --version 9 green")
+    assert.equal(2, rc)
+    assert.equal("tide: parameter '/app/prod/url' has no version 9 to label\n", out)
+    -- Labels are all checked first: one bad label and nothing is applied, nothing audited.
+    local audits = #h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit ls 2>&1")
+    out, rc = cli("param label /app/prod/url --version 1 good 1bad")
+    assert.equal(2, rc)
+    assert.equal(1, select(2, out:gsub("\n", "")), out)
+    assert.matches("invalid labels: 1bad", out)
+    assert.matches("no label 'good'", (cli("param get /app/prod/url:good")))
+    assert.equal(0, select(2, cli("param label /app/prod/url --version 1 blue")))
+    assert.equal(audits, #h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit ls 2>&1"))
+    -- An existing SecureString never takes its value from argv, even without --type.
+    assert.equal(0, select(2, cli("param put /app/prod/pw --type SecureString", "stored-pw-1\n")))
+    out, rc = cli("param put /app/prod/pw argv-secret-2 --overwrite")
+    assert.equal(2, rc)
+    assert.matches("never taken from the command line", out)
+    assert.equal("stored-pw-1\n", (cli("param get /app/prod/pw --with-decryption")))
+    assert.matches("SecureString", (cli("param history /app/prod/pw")))
+    -- Bad input: one line, exit 2; a missing parameter stays exit 1.
+    for _, bad in ipairs({ "param put /" .. string.rep("a/", 16) .. "b v",
+      "param put /app/big " .. string.rep("x", 4097),
+      "param get /app/prod/url:7", "param get /app/prod/url:nolabel" }) do
+      out, rc = cli(bad)
+      assert.equal(2, rc, bad .. ": " .. out)
+      assert.equal(1, select(2, out:gsub("\n", "")), out)
+    end
+    out, rc = cli("param get /app/nope")
     assert.equal(1, rc)
-    assert.equal("tide: parameter '/app/prod/url' has no version 9\n", out)
+    assert.equal("tide: parameter '/app/nope' not found\n", out)
     out, rc = cli("param put /app/prod/key secret-on-argv --type SecureString")
     assert.equal(2, rc)
     assert.matches("never taken from the command line", out)

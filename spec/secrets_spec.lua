@@ -53,8 +53,8 @@ describe("tide.secrets", function()
     h.raises("EINPUT", secrets.get_value, name, { version_id = v1, stage = "AWSCURRENT" })
     assert.is_true(secrets.get(name, { version_id = v1, stage = "AWSPREVIOUS" })
       :equals("value-one-1"))
-    h.raises("ENOENT", secrets.get_value, name, { stage = "NOPE" })
-    h.raises("ENOENT", secrets.get_value, name, { version_id = "x" })
+    h.raises("EINPUT", secrets.get_value, name, { stage = "NOPE" })
+    h.raises("EINPUT", secrets.get_value, name, { version_id = "x" })
   end)
 
   it("treats a repeated version id as idempotent, or a conflict with another value", function()
@@ -86,7 +86,7 @@ describe("tide.secrets", function()
     assert.is_true(got.binary)
     assert.is_true(got.value:equals(bin))
     secrets.put_value(name, string.rep("x", 65536))
-    h.raises("ELIMIT", secrets.put_value, name, string.rep("x", 65537))
+    h.raises("EINPUT", secrets.put_value, name, string.rep("x", 65537))
     assert.equal(2, #secrets.list_versions(name))
     h.raises("EINPUT", secrets.put_value, name, "")
   end)
@@ -130,10 +130,10 @@ describe("tide.secrets", function()
     secrets.update_stage(name, "AWSCURRENT", { move_to = v1 })
     assert.is_true(secrets.get(name, { stage = "AWSPREVIOUS" }):equals("label-value-2"))
     h.raises("EINPUT", secrets.update_stage, name, "AWSCURRENT", { remove_from = v1 })
-    h.raises("ENOENT", secrets.update_stage, name, "blue", { move_to = "missing-version" })
+    h.raises("EINPUT", secrets.update_stage, name, "blue", { move_to = "missing-version" })
     assert.is_true(secrets.get(name, { stage = "blue" }):equals("label-value-1"))
     secrets.update_stage(name, "blue", { remove_from = v1 })
-    h.raises("ENOENT", secrets.get, name, { stage = "blue" })
+    h.raises("EINPUT", secrets.get, name, { stage = "blue" })
     assert.truthy(v2)
   end)
 
@@ -162,7 +162,7 @@ describe("tide.secrets", function()
       assert.equal(token, cur.version_id)
       assert.is_true(cur.value:equals("rotated-" .. token:sub(1, 8)))
       assert.is_true(secrets.get(name, { stage = "AWSPREVIOUS" }):equals("before-rotation-1"))
-      h.raises("ENOENT", secrets.get, name, { stage = "AWSPENDING" })
+      h.raises("EINPUT", secrets.get, name, { stage = "AWSPENDING" })
     end)
 
     it("leaves AWSPENDING after a failed step and resumes with the same token", function()
@@ -236,6 +236,34 @@ describe("tide.secrets", function()
       h.raises("ECRYPTO", secrets.get, b, { stage = "AWSPREVIOUS" })
     end)
 
+    it("detects swapped version ids, a flipped binary flag and a cleared deletion", function()
+      local name = fresh()
+      local a = secrets.put_value(name, "swap-value-1").version_id
+      local b = secrets.put_value(name, "swap-value-2").version_id
+      local function swap(x, y)
+        db.exec("UPDATE secret_versions SET version_id = 'tmp' WHERE name = ? AND seq = 1", name)
+        db.exec("UPDATE secret_versions SET version_id = ? WHERE name = ? AND seq = 2", x, name)
+        db.exec("UPDATE secret_versions SET version_id = ? WHERE name = ? AND seq = 1", y, name)
+      end
+      swap(a, b)
+      h.raises("EINTEGRITY", secrets.get_value, name, { version_id = a })
+      h.raises("EINTEGRITY", secrets.get_value, name)
+      swap(b, a)
+      assert.is_true(secrets.get(name, { version_id = a }):equals("swap-value-1"))
+      db.exec("UPDATE secret_versions SET binary = 1 WHERE name = ? AND seq = 2", name)
+      h.raises("EINTEGRITY", secrets.get_value, name)
+      db.exec("UPDATE secret_versions SET binary = 0 WHERE name = ? AND seq = 2", name)
+      secrets.delete(name, { recovery_days = 7 })
+      local purge = db.row("SELECT purge_us FROM secrets WHERE name = ?", name).purge_us
+      db.exec("UPDATE secrets SET purge_us = NULL WHERE name = ?", name)
+      h.raises("EINTEGRITY", secrets.get_value, name)
+      db.exec("UPDATE secrets SET purge_us = ? WHERE name = ?", purge + 86400e6, name)
+      h.raises("EINTEGRITY", secrets.restore, name)
+      db.exec("UPDATE secrets SET purge_us = ? WHERE name = ?", purge, name)
+      secrets.restore(name)
+      assert.is_true(secrets.get(name):equals("swap-value-2"))
+    end)
+
     it("detects a stage pointer rolled back to an older version", function()
       local name = fresh()
       secrets.put_value(name, "rollback-value-1")
@@ -291,6 +319,13 @@ describe("tide.secrets", function()
         saved.ts_us, saved.run_id, saved.step, saved.op, saved.kind, saved.name, saved.version,
         saved.outcome, db.blob(saved.value_mac), db.blob(saved.chain))
       vault.audit_verify()
+      -- The end of the log cut together with its head pin.
+      local pin = db.row("SELECT v FROM secret_meta WHERE k = 'audit_head'").v
+      db.exec("DELETE FROM secret_meta WHERE k = 'audit_head'")
+      err = h.raises("EINTEGRITY", vault.audit_verify)
+      assert.matches("head pin is missing", err.message)
+      db.exec("INSERT INTO secret_meta (k, v) VALUES ('audit_head', ?)", db.blob(pin))
+      vault.audit_verify()
       -- A record in the middle removed.
       saved = db.row("SELECT * FROM secret_audit WHERE seq = ?", rows[1].seq)
       db.exec("DELETE FROM secret_audit WHERE seq = ?", rows[1].seq)
@@ -302,21 +337,135 @@ describe("tide.secrets", function()
       vault.audit_verify()
     end)
 
-    it("denies a read when the audit record cannot be written", function()
-      local name = fresh()
-      secrets.put_value(name, "fail-closed-value")
-      db.exec("CREATE TRIGGER no_audit BEFORE INSERT ON secret_audit BEGIN "
-        .. "SELECT RAISE(ABORT, 'audit disk full'); END")
-      require("tide").sleep(0.25) -- a quiet spell: the next read writes its record at once
-      local ok, err = pcall(secrets.get_value, name)
-      local again = pcall(secrets.get_value, name) -- and so does every read while it fails
-      db.exec("DROP TRIGGER no_audit")
-      assert.is_false(ok)
-      assert.is_false(again)
-      assert.equal("EINTEGRITY", err.code)
-      assert.matches("audit disk full", err.message)
-      assert.is_true(secrets.get(name):equals("fail-closed-value"))
-      vault.audit_verify()
+    it("denies a read when its journal record cannot be written, releasing nothing", function()
+      local home = h.tmpdir()
+      local out, rc = tide_in(home, [[
+        require("tide.secrets").put_value("j", "journal-denied-1")
+        require("tide.params").put("/j/p", "journal-denied-2", {type = "SecureString"})
+        require("tide.params").put("/j/s", "journal-denied-3")
+      ]])
+      assert.equal(0, rc, out)
+      -- We run as root: a mode does not stop a write. A directory in its place does.
+      assert.equal(0, select(2, h.sh("rm -f " .. home .. "/audit.journal && mkdir " .. home
+        .. "/audit.journal")))
+      for _, code in ipairs({ 'print(require("tide.secrets").get("j"):reveal())',
+        'print(require("tide.params").value("/j/p"):reveal())',
+        'print(require("tide.params").value("/j/s"))' }) do
+        out, rc = tide_in(home, code)
+        assert.equal(1, rc, out)
+        assert.is_nil(out:find("journal-denied", 1, true))
+        assert.matches("nothing is released", out)
+      end
+      h.sh("rmdir " .. home .. "/audit.journal")
+      out, rc = tide_in(home, 'print(require("tide.params").value("/j/s"))')
+      assert.equal(0, rc, out)
+      assert.matches("journal%-denied%-3", out)
+    end)
+
+    it("cuts a short journal write off again and denies that read (a full disk)", function()
+      local home = h.tmpdir()
+      local out, rc = tide_in(home, 'require("tide.params").put("/f/p", "fsize-denied-1", '
+        .. '{type = "SecureString"})')
+      assert.equal(0, rc, out)
+      -- A journal on a tmpfs with one free page, bind-mounted over the real one.
+      local mnt = home .. "/mnt"
+      local _, mrc = h.sh("mkdir " .. mnt .. " && mount -t tmpfs -o size=8k tmpfs " .. mnt
+        .. " 2>/dev/null && head -c 4096 /dev/zero > " .. mnt .. "/filler && touch " .. mnt
+        .. "/j && mount --bind " .. mnt .. "/j " .. home .. "/audit.journal")
+      if mrc ~= 0 then
+        h.sh("umount " .. mnt .. " 2>/dev/null")
+        return pending("needs mount (root with CAP_SYS_ADMIN)")
+      end
+      out, rc = tide_in(home, [[
+        local params = require("tide.params")
+        local n, err = 0, nil
+        for _ = 1, 200 do
+          local ok, v = pcall(params.value, "/f/p")
+          if not ok then err = v break end
+          v:close()
+          n = n + 1
+        end
+        print(n, err and err.code, err and err.message)
+        print(#io.open(require("tide.vault").journal_path(), "rb"):read("a") % n)
+      ]])
+      local after = tide_in(home, [[
+        local vault = require("tide.vault")
+        vault.audit_verify()
+        local reads = 0
+        for _, r in ipairs(vault.audit_list(1000)) do
+          if r.op == "read" then reads = reads + 1 end
+        end
+        print("reads", reads)
+      ]])
+      h.sh("umount " .. home .. "/audit.journal; umount " .. mnt)
+      assert.equal(0, rc, out)
+      local reads = tonumber(out:match("^(%d+)\tEINTEGRITY\t[^\n]*short write\n0\n"))
+      assert.truthy(reads, out)
+      assert.matches("reads\t" .. reads .. "\n", after)
+    end)
+
+    it("keeps every read that was released when the process is killed", function()
+      local home = h.tmpdir()
+      local out, rc = tide_in(home, [[
+        require("tide.secrets").put_value("k", "killed-value-1")
+        require("tide.params").put("/k/p", "killed-value-2", {type = "SecureString"})
+      ]])
+      assert.equal(0, rc, out)
+      out = tide_in(home, [[
+        local s, p = require("tide.secrets"), require("tide.params")
+        for _ = 1, 7 do s.get("k"):close() end
+        for _ = 1, 5 do p.value("/k/p"):close() end
+        io.stdout:write("read\n")
+        io.stdout:flush()
+        require("tide.proc").run({ "sh", "-c", "kill -9 $PPID" })
+        print("not reached")
+      ]])
+      assert.matches("read\n", out)
+      assert.is_nil(out:find("not reached", 1, true))
+      out, rc = tide_in(home, [[
+        local vault = require("tide.vault")
+        vault.audit_verify()
+        local n = {}
+        for _, r in ipairs(vault.audit_list(1000)) do
+          if r.op == "read" then n[r.kind] = (n[r.kind] or 0) + 1 end
+        end
+        print(n.secret, n.param)
+      ]])
+      assert.equal(0, rc, out)
+      assert.matches("^7\t5\n", out)
+      out, rc = h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit ls 2>&1")
+      assert.equal(0, rc, out)
+    end)
+
+    it("checks journal records before ingesting them", function()
+      local home = h.tmpdir()
+      local out, rc = tide_in(home, [[
+        require("tide.params").put("/t/p", "tampered-journal-1")
+      ]])
+      assert.equal(0, rc, out)
+      -- A journal left by a tide that died: one record, then a byte of it flipped.
+      out = tide_in(home, [[
+        require("tide.params").value("/t/p")
+        require("tide.proc").run({ "sh", "-c", "kill -9 $PPID" })
+      ]])
+      local j = h.read(home .. "/audit.journal")
+      assert.is_true(#j > 40, out)
+      h.write(home .. "/audit.journal", flip(j, 40))
+      out, rc = h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit verify 2>&1")
+      assert.equal(1, rc)
+      assert.matches("audit journal .* was altered", out)
+      -- Bytes that are not a journal at all.
+      h.write(home .. "/audit.journal", string.rep("garbage\n", 10) .. j)
+      out, rc = h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit verify 2>&1")
+      assert.equal(1, rc)
+      assert.matches("not a journal record", out)
+      -- A frame cut short at the end (an append that died with its process) is left out.
+      h.write(home .. "/audit.journal", j .. j:sub(1, 30))
+      out, rc = h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit verify 2>&1")
+      assert.equal(0, rc, out)
+      assert.equal("", h.read(home .. "/audit.journal"))
+      out = h.sh("TIDE_HOME=" .. home .. " " .. h.tide .. " audit ls 2>&1")
+      assert.equal(1, select(2, out:gsub("read%s+param", "")), out)
     end)
   end)
 
@@ -344,11 +493,17 @@ describe("tide.secrets", function()
       local name = fresh()
       secrets.put_value(name, "env-passed-value")
       local v = secrets.get(name)
-      local r = proc.run({ "sh", "-c", 'test "$PW" = env-passed-value && echo same; '
-        .. 'tr "\\0" " " < /proc/$$/cmdline', env = { PW = v } })
-      assert.matches("^same\n", r.stdout)
-      assert.is_nil(r.stdout:find("env-passed-value", 1, true))
+      -- The child's output is masked, so what it saw goes to files (a file read is not masked):
+      -- its environment holds the value, its command line does not.
       local dir = h.tmpdir()
+      local r = proc.run({ "sh", "-c", 'printf %s "$PW" > "$OUT/env"; '
+        .. 'tr "\\0" " " < /proc/$$/cmdline > "$OUT/cmdline"', env = { PW = v, OUT = dir } })
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("env-passed-value", h.read(dir .. "/env"))
+      local cmdline = h.read(dir .. "/cmdline")
+      assert.matches("printf", cmdline)
+      assert.is_nil(cmdline:find("env-passed-value", 1, true))
+      os.remove(dir .. "/env")
       assert.is_true(v:write_file(dir .. "/pw"))
       assert.equal("env-passed-value", h.read(dir .. "/pw"))
       assert.equal("600", h.sh("stat -c %a " .. dir .. "/pw"):match("%d+"))
@@ -499,6 +654,39 @@ describe("tide.secrets", function()
       assert.matches("corrupt", out:lower())
     end)
 
+    it("upgrades the head MACs of a store written before head format 2, checking them", function()
+      local home = h.tmpdir()
+      local out, rc = tide_in(home, [[
+        local db, vault = require("tide.db"), require("tide.vault")
+        require("tide.secrets").put_value("old", "old-format-value-1")
+        require("tide.params").put("/old/p", "old-format-param", {type = "SecureString"})
+        -- What a store of head format 1 holds: MACs over the version and the stage pointers.
+        db.exec("UPDATE params SET head_mac = ? WHERE name = '/old/p'",
+          db.blob(vault.head_mac("param", "/old/p", "1")))
+        local seq = db.row("SELECT seq FROM secret_stages WHERE name = 'old'").seq
+        db.exec("UPDATE secrets SET head_mac = ? WHERE name = 'old'",
+          db.blob(vault.head_mac("secret", "old", "2;AWSCURRENT=" .. seq)))
+        db.exec("DELETE FROM secret_meta WHERE k = 'head_format'")
+      ]])
+      assert.equal(0, rc, out)
+      local read = [[
+        print(require("tide.secrets").get("old"):equals("old-format-value-1"),
+          require("tide.params").value("/old/p"):equals("old-format-param"),
+          require("tide.db").row("SELECT v FROM secret_meta WHERE k = 'head_format'").v)
+      ]]
+      local dbf = home .. "/state.db"
+      h.sh("cp " .. dbf .. " " .. home .. "/v1.db")
+      out, rc = tide_in(home, read)
+      assert.equal(0, rc, out)
+      assert.matches("true\ttrue\t2", out)
+      -- A format 1 head that does not check is not blessed by the upgrade.
+      h.sh("rm -f " .. dbf .. "-wal " .. dbf .. "-shm; cp " .. home .. "/v1.db " .. dbf
+        .. "; sqlite3 " .. dbf .. " \"UPDATE params SET version = 2\"")
+      out, rc = tide_in(home, read)
+      assert.equal(1, rc, out)
+      assert.matches("altered", out)
+    end)
+
     it("rekeys: every value re-sealed, the old key no longer opens anything", function()
       local home = h.tmpdir()
       local out, rc = tide_in(home, [[
@@ -587,6 +775,35 @@ describe("tide.secrets", function()
       assert.equal(0, select(2, cli(home, "secret restore prod/db")))
       assert.matches("AWSPREVIOUS", (cli(home, "secret versions prod/db")))
       assert.matches("intact", (cli(home, "audit verify")))
+    end)
+
+    it("reports bad input and corrupt settings in one line", function()
+      local home = h.tmpdir()
+      assert.equal(0, select(2, cli(home, "secret put one/s", "one-line-value-1\n")))
+      local function one_line(args, want_rc, pattern)
+        local out, rc = cli(home, args)
+        assert.equal(want_rc, rc, args .. ": " .. out)
+        assert.equal(1, select(2, out:gsub("\n", "")), out)
+        assert.matches(pattern, out)
+      end
+      one_line("secret rotate one/s --handler nosuchmod", 2, "nosuchmod")
+      one_line("secret get one/s --version-id " .. string.rep("a", 32), 2, "no version")
+      one_line("secret get one/s --stage NOPE", 2, "NOPE")
+      one_line("secret get one/nope", 1, "not found")
+      h.write(home .. "/big", string.rep("x", 65537))
+      one_line("secret put one/big --from-file " .. home .. "/big", 2, "65536")
+      -- A passphrase store whose key derivation settings were corrupted.
+      local phome = h.tmpdir()
+      local out, rc = tide_in(phome, 'require("tide.secrets").put_value("p", "kdf-value-1")',
+        { TIDE_SECRET_PASSPHRASE = "correct horse" })
+      assert.equal(0, rc, out)
+      h.sh("sqlite3 " .. phome .. "/state.db \"UPDATE secret_meta SET v = 'lots' "
+        .. "WHERE k = 'kdf_mem'\"")
+      out, rc = h.sh("TIDE_SECRET_PASSPHRASE='correct horse' TIDE_HOME=" .. phome .. " "
+        .. h.tide .. " secret get p 2>&1")
+      assert.equal(1, rc)
+      assert.equal("tide: the secret store's key derivation parameters (kdf_salt, kdf_ops, "
+        .. "kdf_mem in secret_meta) are corrupt\n", out)
     end)
   end)
 end)

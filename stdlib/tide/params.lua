@@ -52,7 +52,7 @@ function canonical_name(name)
   end
   local levels = select(2, name:gsub("/", "/"))
   if levels > MAX_LEVELS or (name:sub(1, 1) ~= "/" and levels >= MAX_LEVELS) then
-    fail("ELIMIT", "invalid parameter name '%s': more than %d hierarchy levels", name, MAX_LEVELS)
+    fail("EINPUT", "invalid parameter name '%s': more than %d hierarchy levels", name, MAX_LEVELS)
   end
   local first = (name:match("^/?([^/]+)") or ""):lower()
   if first:sub(1, 3) == "aws" or first:sub(1, 3) == "ssm" then
@@ -75,17 +75,42 @@ end
 
 -- Policies -------------------------------------------------------------------------------
 
+-- Days from 1970-01-01 to a civil date (proleptic Gregorian), without the local time zone.
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+-- An ISO 8601 timestamp as AWS takes it (2024-05-13T00:00:00, optional fraction, then Z, an
+-- offset +hh:mm / -hh:mm, or nothing for UTC) -> microseconds since the epoch, or nil.
 local function parse_time(s)
-  local y, mo, d, h, mi, sec = tostring(s):match("^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)")
+  local y, mo, d, h, mi, sec, rest = tostring(s):match(
+    "^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")
   if not y then
     return nil
   end
-  -- os.time reads a local time; the offset of the epoch in local time turns it into UTC.
-  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d),
-    hour = tonumber(h), min = tonumber(mi), sec = tonumber(sec) })
-  local utc_epoch = os.time(os.date("!*t", 0))
-  return (t - utc_epoch) * 1000000
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi),
+    tonumber(sec)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then
+    return nil
+  end
+  rest = rest:gsub("^%.%d+", "")
+  local offset = 0
+  if rest ~= "" and rest ~= "Z" then
+    local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
+    if not sign or tonumber(oh) > 23 or tonumber(om) > 59 then
+      return nil
+    end
+    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "+" and 1 or -1)
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  return t * 1000000
 end
+M._parse_time = parse_time -- for the tests
 
 --- Parses policies (a JSON text or a list of tables). Returns the canonical JSON text, or nil
 --- for none ("[{}]" or an empty list clears).
@@ -189,9 +214,11 @@ end
 
 -- Put, get -------------------------------------------------------------------------------
 
-local function set_head(name, version)
+-- After any change to what the head covers (vault.param_head): versions, type, tier,
+-- policies, labels.
+local function set_head(name)
   db.exec("UPDATE params SET head_mac = ? WHERE name = ?",
-    db.blob(vault.head_mac("param", name, tostring(version))), name)
+    db.blob(vault.head_mac("param", name, vault.param_head(name))), name)
 end
 
 local function row_of(name)
@@ -199,7 +226,7 @@ local function row_of(name)
   if not row then
     fail("ENOENT", "parameter '%s' not found", name)
   end
-  vault.check_head("param", name, tostring(row.version), row.head_mac)
+  vault.check_head("param", name, vault.param_head(name), row.head_mac)
   return row
 end
 
@@ -231,8 +258,12 @@ function M.put(name, value, opts)
     fail("EINPUT", "parameter '%s': unknown type '%s' (String, StringList, SecureString)", name,
       tostring(ty))
   end
+  if opts.value_from_argv and ty == "SecureString" then
+    fail("EINPUT", "parameter '%s' is a SecureString: its value is never taken from the command "
+      .. "line: use --from-file FILE or stdin", name)
+  end
   if opts.description and #opts.description > 1024 then
-    fail("ELIMIT", "parameter '%s': the description is longer than 1024 characters", name)
+    fail("EINPUT", "parameter '%s': the description is longer than 1024 characters", name)
   end
   local v, owned = value_bytes(name, value, ty)
   local policies = existing and existing.policies
@@ -261,7 +292,7 @@ function M.put(name, value, opts)
   if #v > TIER_LIMIT[tier] then
     local size = #v
     cleanup()
-    fail("ELIMIT", "parameter '%s': the value is %d bytes, more than %d for the %s tier", name,
+    fail("EINPUT", "parameter '%s': the value is %d bytes, more than %d for the %s tier", name,
       size, TIER_LIMIT[tier], tier)
   end
   if policies and tier ~= "Advanced" then
@@ -301,7 +332,7 @@ function M.put(name, value, opts)
         .. "modified_us, head_mac) VALUES (?, ?, ?, ?, ?, ?, ?, x'')", name, version, ty, tier,
         opts.description, policies, now)
     end
-    set_head(name, version)
+    set_head(name)
     vault.audit("write", "param", name, version, "ok", mac)
   end)
   if ok and ty == "SecureString" then
@@ -347,14 +378,14 @@ local function select_version(spec)
     else
       local l = db.row("SELECT version FROM param_labels WHERE name = ? AND label = ?", name, sel)
       if not l then
-        fail("ENOENT", "parameter '%s' has no label '%s'", name, sel)
+        fail("EINPUT", "parameter '%s' has no label '%s'", name, sel)
       end
       version = l.version
     end
   end
   local v = db.row("SELECT * FROM param_versions WHERE name = ? AND version = ?", name, version)
   if not v then
-    fail("ENOENT", "parameter '%s' has no version %d", name, version)
+    fail("EINPUT", "parameter '%s' has no version %d", name, version)
   end
   return name, sel, row, v
 end
@@ -419,7 +450,7 @@ function M.get_by_path(path, opts)
     local rest = full:sub(1, #prefix) == prefix and full:sub(#prefix + 1)
     if rest and rest ~= "" and (opts.recursive or not rest:find("/", 1, true))
       and (not opts.type or row.type == opts.type) then
-      vault.check_head("param", row.name, tostring(row.version), row.head_mac)
+      vault.check_head("param", row.name, vault.param_head(row.name), row.head_mac)
       local labels = labels_of(row.name)[row.version]
       local keep = true
       if opts.label then
@@ -468,32 +499,45 @@ function M.history(name, opts)
 end
 
 --- LabelParameterVersion: puts labels on version (default the latest), moving them from other
---- versions. Returns the list of invalid labels (not applied). A missing version is an error
---- and changes nothing.
+--- versions. Every label is checked first: an invalid label, a missing version or more than ten
+--- labels on the version is an error (EINPUT, ELIMIT) and changes nothing. Returns an empty list
+--- (AWS's InvalidLabels: here invalid labels are refused instead).
 function M.label(name, version, labels)
   name = check_name(name)
   vault.unlock()
   local row = row_of(name)
   version = version or row.version
-  if not db.row("SELECT 1 AS x FROM param_versions WHERE name = ? AND version = ?", name,
-    version) then
-    fail("ENOENT", "parameter '%s' has no version %s", name, tostring(version))
-  end
   if type(labels) == "string" then
     labels = { labels }
   end
-  local valid, invalid = {}, {}
-  for _, l in ipairs(labels or {}) do
-    if check_label(l) then
-      valid[#valid + 1] = l
-    else
+  if type(labels) ~= "table" or #labels == 0 then
+    fail("EINPUT", "parameter '%s': at least one label expected", name)
+  end
+  local invalid = {}
+  for _, l in ipairs(labels) do
+    if not check_label(l) then
       invalid[#invalid + 1] = tostring(l)
     end
   end
+  if #invalid > 0 then
+    fail("EINPUT", "parameter '%s': invalid labels: %s (a label has at most 100 letters, digits, "
+      .. "'.', '-' or '_', does not start with a digit, 'aws' or 'ssm'); nothing was labelled",
+      name, table.concat(invalid, ", "))
+  end
+  if not db.row("SELECT 1 AS x FROM param_versions WHERE name = ? AND version = ?", name,
+    version) then
+    fail("EINPUT", "parameter '%s' has no version %s to label", name, tostring(version))
+  end
   db.tx(function()
-    for _, l in ipairs(valid) do
-      db.exec("INSERT INTO param_labels (name, label, version) VALUES (?, ?, ?) "
-        .. "ON CONFLICT (name, label) DO UPDATE SET version = excluded.version", name, l, version)
+    local changed = 0
+    for _, l in ipairs(labels) do
+      local cur = db.row("SELECT version FROM param_labels WHERE name = ? AND label = ?", name, l)
+      if not cur or cur.version ~= version then
+        db.exec("INSERT INTO param_labels (name, label, version) VALUES (?, ?, ?) "
+          .. "ON CONFLICT (name, label) DO UPDATE SET version = excluded.version", name, l,
+          version)
+        changed = changed + 1
+      end
     end
     local n = db.row("SELECT count(*) AS n FROM param_labels WHERE name = ? AND version = ?",
       name, version).n
@@ -501,9 +545,12 @@ function M.label(name, version, labels)
       fail("ELIMIT", "parameter '%s' version %d would carry %d labels, more than %d", name,
         version, n, MAX_LABELS)
     end
-    vault.audit("label", "param", name, version, "ok")
+    if changed > 0 then
+      set_head(name)
+      vault.audit("label", "param", name, version, "ok")
+    end
   end)
-  return invalid
+  return {}
 end
 
 --- UnlabelParameterVersion: removes labels from version. Returns the labels that were not there.
@@ -513,14 +560,19 @@ function M.unlabel(name, version, labels)
   row_of(name)
   local missing = {}
   db.tx(function()
+    local removed = 0
     for _, l in ipairs(type(labels) == "string" and { labels } or labels) do
       local n = db.exec("DELETE FROM param_labels WHERE name = ? AND label = ? AND version = ?",
         name, l, version)
       if n == 0 then
         missing[#missing + 1] = l
       end
+      removed = removed + n
     end
-    vault.audit("label", "param", name, version, "ok")
+    if removed > 0 then
+      set_head(name)
+      vault.audit("label", "param", name, version, "ok")
+    end
   end)
   return missing
 end

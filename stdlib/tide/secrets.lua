@@ -109,7 +109,7 @@ local function version_by_id(name, version_id)
   local v = db.row("SELECT * FROM secret_versions WHERE name = ? AND version_id = ?", name,
     version_id)
   if not v then
-    fail("ENOENT", "secret '%s' has no version '%s'", name, version_id)
+    fail("EINPUT", "secret '%s' has no version '%s'", name, version_id)
   end
   return v
 end
@@ -160,7 +160,7 @@ function M.put_value(name, value, opts)
   purge_expired()
   local v, owned = value_arg(name, value)
   if #v > MAX_VALUE then
-    fail("ELIMIT", "secret '%s': the value is %d bytes, more than %d", name, #v, MAX_VALUE)
+    fail("EINPUT", "secret '%s': the value is %d bytes, more than %d", name, #v, MAX_VALUE)
   end
   if #v == 0 then
     fail("EINPUT", "secret '%s': the value is empty", name)
@@ -251,7 +251,7 @@ local function resolve_version(name, opts)
   local stage = opts.stage or "AWSCURRENT"
   local seq = by_stage[stage]
   if not seq then
-    fail("ENOENT", "secret '%s' has no version with the stage %s", name, stage)
+    fail("EINPUT", "secret '%s' has no version with the stage %s", name, stage)
   end
   return db.row("SELECT * FROM secret_versions WHERE name = ? AND seq = ?", name, seq)
 end
@@ -422,6 +422,7 @@ function M.delete(name, opts)
   local at = vault.now_us() + days * DAY_US
   db.tx(function()
     db.exec("UPDATE secrets SET purge_us = ? WHERE name = ?", at, row.name)
+    set_head(row.name)
     vault.audit("delete", "secret", row.name, nil, "scheduled")
   end)
   return at / 1e6
@@ -435,6 +436,7 @@ function M.restore(name)
   end
   db.tx(function()
     db.exec("UPDATE secrets SET purge_us = NULL WHERE name = ?", row.name)
+    set_head(row.name)
     vault.audit("restore", "secret", row.name, nil, "ok")
   end)
 end
@@ -445,7 +447,9 @@ local function handler_of(h)
   if type(h) == "string" then
     local ok, mod = pcall(require, h)
     if not ok then
-      fail("EINPUT", "rotation handler '%s' cannot be loaded: %s", h, tostring(mod))
+      -- The first line only: require's message goes on with every path it searched.
+      local why = tostring(mod):match("^[^\n]*"):gsub(":%s*$", "")
+      fail("EINPUT", "rotation handler '%s' cannot be loaded: %s", h, why)
     end
     h = mod
   end
@@ -501,6 +505,7 @@ function M.rotate(name, opts)
     if opts.every_days then
       db.exec("UPDATE secrets SET rotation_handler = ?, rotation_days = ? WHERE name = ?",
         opts.handler or row.rotation_handler, opts.every_days, row.name)
+      set_head(row.name)
     end
   end)
   local ctx = { secret_id = row.name, token = token, client_request_token = token, secrets = M }

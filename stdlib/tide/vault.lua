@@ -15,6 +15,8 @@ local M = {}
 
 local SUBKEY_WRAP, SUBKEY_AUDIT, SUBKEY_CHECK = 1, 2, 3
 local KCV_TEXT = "tide key check v1"
+local HEAD_FORMAT = "2" -- see M.head_mac
+local rewrite_heads -- defined with the heads below
 -- Argon2id defaults: RFC 9106's second recommended option; the floor is enforced in C.
 M.KDF_OPS, M.KDF_MEM = native.KDF_MIN_OPS, native.KDF_MIN_MEM
 
@@ -87,6 +89,11 @@ local function home()
   return h
 end
 
+--- Where reads are journaled before their value is released (see the audit log below).
+function M.journal_path()
+  return home() .. "/audit.journal"
+end
+
 function M.key_path()
   local p = os.getenv("TIDE_SECRET_KEY_FILE")
   return (p and p ~= "") and p or home() .. "/secret.key"
@@ -130,7 +137,13 @@ end
 local function kdf_params()
   local salt = meta_get("kdf_salt")
   if salt then
-    return { salt = salt, ops = tonumber(meta_get("kdf_ops")), mem = tonumber(meta_get("kdf_mem")) }
+    local ops, mem = math.tointeger(tonumber(meta_get("kdf_ops"))),
+      math.tointeger(tonumber(meta_get("kdf_mem")))
+    if not ops or not mem or ops < 1 or mem < 1 or #salt ~= 16 then
+      fail("ECORRUPT", "the secret store's key derivation parameters (kdf_salt, kdf_ops, kdf_mem "
+        .. "in secret_meta) are corrupt")
+    end
+    return { salt = salt, ops = ops, mem = mem }
   end
   return { salt = native.random(16), ops = M.KDF_OPS, mem = M.KDF_MEM, new = true }
 end
@@ -151,6 +164,7 @@ local function init_store(master, source, kdf)
     meta_set("uuid", native.random(16))
     meta_set("kcv", kcv_of(master))
     meta_set("source", source)
+    meta_set("head_format", HEAD_FORMAT)
     if source == "passphrase" then
       meta_set("kdf_salt", kdf.salt)
       meta_set("kdf_ops", kdf.ops)
@@ -266,8 +280,22 @@ function M.unlock()
     source = source,
   }
   -- The hot path (parameter reads) and the audit queue live in C, with the keys they use.
-  state.v = native.vault(state.uuid, state.audit)
+  state.v = native.vault(state.uuid, state.audit, M.journal_path())
   master:close()
+  -- Reads journaled by a tide that died before ingesting them. Best effort: a failure shows at
+  -- the next write and in audit_verify, which do not ignore it.
+  state.v:flush()
+  if meta_get("head_format") ~= HEAD_FORMAT then
+    local ok, err = pcall(db.tx, function()
+      if meta_get("head_format") ~= HEAD_FORMAT then -- another tide may have done it meanwhile
+        rewrite_heads(state.audit, meta_get("head_format") or "1", state.audit)
+      end
+    end)
+    if not ok then
+      M.lock()
+      error(err, 0)
+    end
+  end
   return state
 end
 
@@ -334,10 +362,42 @@ function M.value_mac(value)
   return M.unlock().audit:mac(value)
 end
 
---- The MAC that pins the head of an item (its latest version, its labels), so that a row
---- swapped for an older valid one is detected.
+-- Heads: what decides how an item's values are treated or selected, MACed under the audit key
+-- (heads change on label moves and policy edits, which do not re-seal values). Format 2 binds
+-- a parameter's version, type, tier, policies, every label and every version's type, and a
+-- secret's version ids, binary flags, stages, deletion date and rotation settings; format 1
+-- (stores written before it) bound only the version or the stages.
+
+-- The same query runs in C (lsecret.c, vault_sql[S_GET]): group_concat over an ordered subquery.
+local PARAM_HEAD_SQL = "SELECT p.version, p.type, p.tier, p.policies, "
+  .. "(SELECT group_concat(x, ',') FROM (SELECT l.label || '=' || l.version AS x "
+  .. "FROM param_labels l WHERE l.name = p.name ORDER BY l.label)) AS labels, "
+  .. "(SELECT group_concat(x, ',') FROM (SELECT v.version || '=' || v.type AS x "
+  .. "FROM param_versions v WHERE v.name = p.name ORDER BY v.version)) AS types "
+  .. "FROM params p WHERE p.name = ?"
+
+local function text(x)
+  return x == nil and "" or tostring(x)
+end
+
+--- The head of parameter name as its head MAC covers it, or nil when it does not exist.
+function M.param_head(name)
+  local r = db.row(PARAM_HEAD_SQL, name)
+  if not r then
+    return nil
+  end
+  return string.pack(">s4s4s4s4s4s4", text(r.version), text(r.type), text(r.tier),
+    text(r.policies), text(r.labels), text(r.types))
+end
+
+local function head_mac_with(key, kind, name, head)
+  return key:mac(string.pack(">s2s2s4", "head", kind .. ":" .. name, head))
+end
+
+--- The MAC that pins the head of an item, so that a row swapped for an older valid one, or an
+--- edited type, label or stage, is detected.
 function M.head_mac(kind, name, head)
-  return M.unlock().audit:mac(string.pack(">s2s2s4", "head", kind .. ":" .. name, head))
+  return head_mac_with(M.unlock().audit, kind, name, head)
 end
 
 function M.check_head(kind, name, head, mac)
@@ -359,13 +419,17 @@ local function record_bytes(r)
     r.name, r.version, r.outcome, r.value_mac)
 end
 
--- Reads are frequent (a build may read the same parameter thousands of times) and a commit per
--- read would cost more than the read itself. So a read's record is queued (in C, with the
--- vault: native.vault) and written with others: at once when nothing was written for 200 ms
--- (so a broken audit log is found on the first read after a quiet spell, and that read is
--- denied), else by a timer within 200 ms, before any write's own record, and when the process
--- ends (the vault's finaliser). A failed write makes every later read fail until a write
--- succeeds. Writes, rotations and deletions are always recorded in their own transaction.
+-- Fail-closed and durable, at the cost of neither a commit per read nor a lost record: a read's
+-- record (written in C, with the vault: native.vault) is appended to $TIDE_HOME/audit.journal
+-- with one write(2), MACed under the audit key, before the value is released; a failed or short
+-- append refuses the read. Like sqlite's WAL with synchronous=NORMAL, a record in the journal
+-- survives the death of the process (not a power cut). The journal is ingested into the
+-- hash-chained secret_audit table, in order and under the database write lock: by a timer within
+-- 200 ms of a read, before any write's own record (writes, rotations and deletions are recorded
+-- in their own transaction), when the process ends (the vault's finaliser), at the next unlock
+-- by any tide, and by audit_verify and audit_list. It is truncated only after the ingesting
+-- transaction commits; the ingested prefix is marked in secret_meta in that transaction, so no
+-- record is ingested twice.
 local FLUSH_MS = 200
 local timer
 
@@ -399,9 +463,9 @@ end
 
 --- Records an operation: op ("read", "write", "rotate", "delete", "restore", "label", "rekey",
 --- ...), kind, name, version, outcome ("ok" or what failed) and optionally value_mac (a MAC of
---- the value from value_mac(); never the value). A write is recorded at once, with the queued
---- reads before it; a read is queued (see above). Raises when the record cannot be written, so
---- that a caller that audits before releasing a value fails closed.
+--- the value from value_mac(); never the value). A write is recorded at once, with the journaled
+--- reads before it; a read is journaled (see above). Raises when the record cannot be written,
+--- so that a caller that audits before releasing a value fails closed.
 function M.audit(op, kind, name, version, outcome, value_mac)
   local st = M.unlock()
   local ok, tick = st.v:audit(op, kind, name, version and tostring(version) or "",
@@ -437,8 +501,9 @@ function M.param_get(name, decrypt)
   return r
 end
 
---- Checks the whole chain. Returns the number of records, or raises EINTEGRITY naming the first
---- record that was edited, removed or inserted.
+--- Checks the whole chain, after checking and ingesting the journal's records. Returns the
+--- number of records, or raises EINTEGRITY naming the first record that was edited, removed or
+--- inserted, or the journal record that does not check.
 function M.audit_verify()
   local st = M.unlock()
   flush(st)
@@ -455,6 +520,10 @@ function M.audit_verify()
   end
   -- The head pins the last record, so that removing records at the end is detected too.
   local head = meta_get("audit_head")
+  if #rows > 0 and not head then
+    fail("EINTEGRITY", "audit log: its head pin is missing (records at the end may have been "
+      .. "removed with it)")
+  end
   local want = st.audit:mac(string.pack(">i8", expect - 1) .. prev_chain)
   if head and not native.equal(head, want) then
     fail("EINTEGRITY", "audit log: records after %d were removed or the head was altered",
@@ -463,12 +532,20 @@ function M.audit_verify()
   return #rows
 end
 
---- The audit records (never values), newest last.
+--- The audit records (never values), newest first; and, when the journal's reads could not be
+--- ingested first, why.
 function M.audit_list(limit)
-  M.audit_flush()
+  -- Journaled reads are ingested first when the key is at hand; the listing needs no key, and
+  -- lists what the log holds when the journal cannot be ingested (the second result says why).
   M.migrate()
+  local ok, st = pcall(M.unlock)
+  local why
+  if ok then
+    local done, err = pcall(flush, st)
+    why = not done and (tide.is_error(err) and err.message or tostring(err)) or nil
+  end
   return db.rows("SELECT seq, ts_us, run_id, step, op, kind, name, version, outcome "
-    .. "FROM secret_audit ORDER BY seq DESC LIMIT ?", limit or 100)
+    .. "FROM secret_audit ORDER BY seq DESC LIMIT ?", limit or 100), why
 end
 
 -- Events (policy notifications) ----------------------------------------------------------
@@ -542,24 +619,7 @@ function M.rekey()
       count = count + 1
     end
     -- Head MACs and the audit chain are keyed by the audit key: recompute them under the new one.
-    for _, r in ipairs(db.rows("SELECT name, head_mac FROM secrets")) do
-      local head = M.secret_head(r.name)
-      if not native.equal(old_audit:mac(string.pack(">s2s2s4", "head", "secret:" .. r.name,
-        head)), r.head_mac) then
-        fail("EINTEGRITY", "secret '%s': its head record was altered or rolled back", r.name)
-      end
-      db.exec("UPDATE secrets SET head_mac = ? WHERE name = ?", db.blob(audit_key:mac(
-        string.pack(">s2s2s4", "head", "secret:" .. r.name, head))), r.name)
-    end
-    for _, r in ipairs(db.rows("SELECT name, version, head_mac FROM params")) do
-      local head = tostring(r.version)
-      if not native.equal(old_audit:mac(string.pack(">s2s2s4", "head", "param:" .. r.name,
-        head)), r.head_mac) then
-        fail("EINTEGRITY", "parameter '%s': its head record was altered or rolled back", r.name)
-      end
-      db.exec("UPDATE params SET head_mac = ? WHERE name = ?", db.blob(audit_key:mac(
-        string.pack(">s2s2s4", "head", "param:" .. r.name, head))), r.name)
-    end
+    rewrite_heads(old_audit, meta_get("head_format") or "1", audit_key)
     M.audit_verify()
     local prev = "tide audit genesis"
     for _, r in ipairs(db.rows("SELECT * FROM secret_audit ORDER BY seq")) do
@@ -595,14 +655,14 @@ function M.rekey()
     uuid = meta_get("uuid"), wrap = new:derive(SUBKEY_WRAP), audit = new:derive(SUBKEY_AUDIT),
     deks = {}, source = source,
   }
-  state.v = native.vault(state.uuid, state.audit)
+  state.v = native.vault(state.uuid, state.audit, M.journal_path())
   new:close()
   M.audit("rekey", "store", "", nil, "ok")
   return count
 end
 
---- The head of a secret: its next version number and where each stage points.
-function M.secret_head(name)
+-- Format 1 of a secret's head: its next version number and where each stage points.
+local function secret_head_v1(name)
   local row = db.row("SELECT next_seq FROM secrets WHERE name = ?", name)
   local parts = { tostring(row and row.next_seq or 0) }
   for _, s in ipairs(db.rows("SELECT stage, seq FROM secret_stages WHERE name = ? ORDER BY stage",
@@ -610,6 +670,43 @@ function M.secret_head(name)
     parts[#parts + 1] = s.stage .. "=" .. s.seq
   end
   return table.concat(parts, ";")
+end
+
+--- The head of a secret as its head MAC covers it: the format 1 head, then every version's
+--- number, id and binary flag, the deletion date and the rotation settings, each length-framed.
+function M.secret_head(name)
+  local row = db.row("SELECT purge_us, rotation_handler, rotation_days FROM secrets "
+    .. "WHERE name = ?", name) or {}
+  local parts = { string.pack(">s4", secret_head_v1(name)) }
+  for _, v in ipairs(db.rows("SELECT seq, version_id, binary FROM secret_versions WHERE name = ? "
+    .. "ORDER BY seq", name)) do
+    parts[#parts + 1] = string.pack(">s4s4s4", text(v.seq), text(v.version_id), text(v.binary))
+  end
+  parts[#parts + 1] = string.pack(">s4s4s4", text(row.purge_us), text(row.rotation_handler),
+    text(row.rotation_days))
+  return table.concat(parts)
+end
+
+-- Rewrites every head MAC under key new after checking it under key old with the head format
+-- old_format (1 or 2). Inside the caller's transaction.
+function rewrite_heads(old, old_format, new)
+  for _, r in ipairs(db.rows("SELECT name, head_mac FROM secrets")) do
+    local was = old_format == "1" and secret_head_v1(r.name) or M.secret_head(r.name)
+    if not native.equal(head_mac_with(old, "secret", r.name, was), r.head_mac) then
+      fail("EINTEGRITY", "secret '%s': its head record was altered or rolled back", r.name)
+    end
+    db.exec("UPDATE secrets SET head_mac = ? WHERE name = ?",
+      db.blob(head_mac_with(new, "secret", r.name, M.secret_head(r.name))), r.name)
+  end
+  for _, r in ipairs(db.rows("SELECT name, version, head_mac FROM params")) do
+    local was = old_format == "1" and tostring(r.version) or M.param_head(r.name)
+    if not native.equal(head_mac_with(old, "param", r.name, was), r.head_mac) then
+      fail("EINTEGRITY", "parameter '%s': its head record was altered or rolled back", r.name)
+    end
+    db.exec("UPDATE params SET head_mac = ? WHERE name = ?",
+      db.blob(head_mac_with(new, "param", r.name, M.param_head(r.name))), r.name)
+  end
+  meta_set("head_format", HEAD_FORMAT)
 end
 
 return M

@@ -22,7 +22,11 @@ function M.run(ctx, args)
     local o = q.parse("audit ls", ctx, args, { values = { ["--limit"] = "limit" } })
     local limit = o.limit and q.id("audit ls", "--limit", o.limit) or 50
     cli.open_store(ctx)
-    local rows = vault.audit_list(limit)
+    local rows, why = vault.audit_list(limit)
+    if why then
+      io.stderr:write("tide: the audit journal was not ingested, reads may be missing: ", why,
+        "\n")
+    end
     if ctx.json then
       io.stdout:write(json.encode(json.array(rows)), "\n")
       return 0

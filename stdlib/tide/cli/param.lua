@@ -57,6 +57,9 @@ function subs.put(ctx, args)
     q.usage(cmd, "a SecureString value is never taken from the command line: use --from-file "
       .. "FILE or stdin")
   end
+  -- An existing SecureString keeps its type on --overwrite: params.put refuses the argv value
+  -- then, with the stored type read under the same check.
+  o.value_from_argv = value ~= nil
   if value and o.file then
     q.usage(cmd, "a value and --from-file exclude each other")
   end
