@@ -27,6 +27,7 @@ static const luaL_Reg natives[] = {
     {"tide.re", luaopen_tide_re},
     {"tide.json", luaopen_tide_json},
     {"tide.fs", luaopen_tide_fs},
+    {"tide._artifact", luaopen_tide_artifact},
     {"tide.yaml", luaopen_tide_yaml},
     {"tide._secret", luaopen_tide_secret},
     {"tide._git", luaopen_tide_git},

@@ -15,6 +15,7 @@ int luaopen_tide_json(lua_State *L);    /* ljson.c: lua-cjson */
 int luaopen_tide_re(lua_State *L);      /* lre.c: PCRE2 */
 int luaopen_tide_yaml(lua_State *L);    /* lyaml.c: libyaml */
 int luaopen_tide_fs(lua_State *L);      /* lfs.c: "tide.fs" */
+int luaopen_tide_artifact(lua_State *L); /* lartifact.c: "tide._artifact", blobs and trees */
 int luaopen_tide_proc(lua_State *L);    /* lproc.c: "tide._proc" */
 int luaopen_tide_secret(lua_State *L);   /* lsecret.c: "tide._secret", keys and secret values */
 int luaopen_tide_store(lua_State *L);   /* lstore.c: "tide._store", queries for the CLI */

@@ -7,7 +7,7 @@ packages="
   build-essential cmake pkg-config
   liblua5.4-dev lua5.4 libuv1-dev lua-luv-dev lua-cjson lua-expat
   libyaml-dev libgit2-dev libsqlite3-dev libpcre2-dev
-  libseccomp-dev libsodium-dev libexpat1-dev libssl-dev
+  libseccomp-dev libsodium-dev libssl-dev libxxhash-dev
   lua-busted lua-check libcmocka-dev
   sqlite3 git hyperfine bubblewrap openssh-client openssh-server
   clang libclang-rt-14-dev

@@ -12,6 +12,7 @@ M.commands = {
   { "runs", "runs [--limit N] [--pipeline NAME]   list recent runs" },
   { "show", "show RUN                  the spans of a run as a tree, with durations and status" },
   { "logs", "logs RUN [SPAN] [-f]      the output of a run's processes" },
+  { "artifact", "artifact SUBCOMMAND       the artifact store: push, pull, ls, info, verify, gc" },
   { "reports", "reports [BUILD] [--failed] test and coverage reports of builds" },
   { "graph", "graph FILE.lua [--dot]    draw a pipeline from its declaration; nothing runs" },
   { "approve", "approve RUN Stage/Action [--reject] --summary TEXT   answer a manual approval" },

@@ -1,0 +1,69 @@
+/*
+** Helpers shared by host/blob.c and host/tree.c; not a public contract.
+*/
+#ifndef TIDE_BLOB_INTERNAL_H
+#define TIDE_BLOB_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "tide/blob.h"
+
+typedef struct blob_hash blob_hash;
+
+blob_hash *blob_hash_new(void);
+void blob_hash_update(blob_hash *h, const void *p, size_t n);
+void blob_hash_final(blob_hash *h, char hex[TIDE_BLOB_HEX_LEN + 1]);
+void blob_hash_free(blob_hash *h);
+void blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1]);
+
+/* Fills err with "op 'path': strerror(e)" and returns -e. */
+int blob_fail(tide_err *err, const char *op, const char *path, int e);
+int blob_write_all(int fd, const void *buf, size_t n);
+
+/* XXH3-128, the read check. */
+typedef struct XXH3_state_s blob_xxh;
+blob_xxh *blob_xxh_new(void);
+void blob_xxh_update(blob_xxh *x, const void *p, size_t n);
+void blob_xxh_final(blob_xxh *x, char hex[TIDE_BLOB_XXH_LEN + 1]);
+void blob_xxh_free(blob_xxh *x);
+void blob_xxh_mem(const void *p, size_t n, char hex[TIDE_BLOB_XXH_LEN + 1]);
+
+/*
+** Copies in to out (-1: only hash) while feeding h (SHA-256) and x (XXH3-128), either of which
+** may be NULL. writeback: the copy ends in an fsync, so start writing back as it goes. On failure
+** returns a negated errno and sets *which to 'r' (reading in) or 'w' (writing out).
+*/
+int blob_copy_hash(int in, int out, uint64_t size_hint, int writeback, blob_hash *h, blob_xxh *x,
+                   uint64_t *size, char *which);
+
+/* mkostemp in dir; returns the descriptor, the path in path. */
+int blob_tmp_open(const char *dir, char *path, size_t cap, tide_err *err);
+
+/*
+** A new read-only temporary file in dir with a name unique to this process and thread, made
+** without getrandom or an extra chmod: the cheap variant for the many small files of a tree.
+*/
+int blob_tmp_create(const char *dir, char *path, size_t cap, tide_err *err);
+
+/* Renames the complete file tmp to blob hex, creating the fan-out directory when needed. */
+int blob_rename(const char *root, const char *tmp, const char *hex, tide_err *err);
+
+/* Renames the complete file tmp to blob hex, or drops it when the blob is there already. */
+int blob_publish(const char *root, const char *tmp, const char *hex, int durable, int *stored,
+                 tide_err *err);
+
+/* Opens blob hex for reading (fails with ENOENT naming the blob when it is missing). */
+int blob_open_read(const char *root, const char *hex, struct stat *st, tide_err *err);
+
+/*
+** Copies blob hex to outfd, verifying it against xxh3 when not NULL, else against hex; outname
+** names outfd in errors.
+*/
+int blob_copy_out(const char *root, const char *hex, const char *xxh3, int outfd,
+                  const char *outname, tide_err *err);
+
+/* kind: "content hashes to" (sha256) or "XXH3-128 is"; got: what was computed. */
+int blob_corrupt(tide_err *err, const char *hex, const char *kind, const char *got);
+
+#endif
