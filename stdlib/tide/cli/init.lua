@@ -20,6 +20,8 @@ M.commands = {
   { "stop", "stop RUN [--abandon]      stop a pipeline execution" },
   { "transition", "transition PIPELINE STAGE --disable [--reason R] | --enable   gate a stage" },
   { "watch", "watch FILE.lua            start pipeline executions on git pushes and schedules" },
+  { "build", "build [-f FILE] [--src DIR] [--env K=V]  run a CodeBuild buildspec (docs/build.md)" },
+  { "builds", "builds [--project NAME]   list recent builds" },
   { "secret", "secret put|get|ls|versions|rotate|rm|restore NAME  the secret store" },
   { "param", "param put|get|ls|history|label|unlabel|rm NAME      the parameter store" },
   { "store", "store rekey               new master key, every secret value re-sealed" },

@@ -99,6 +99,10 @@ function M.run(ctx, args)
   if #pos > 2 then
     q.usage("logs", "unexpected argument '%s'", pos[3])
   end
+  local builds = require("tide.cli.builds")
+  if builds.is_build_key(pos[1]) and not opts.follow then
+    return builds.logs(ctx, pos[1], pos[2])
+  end
   local run_id = q.id("logs", "RUN", pos[1])
   local span_id = pos[2] and q.id("logs", "SPAN", pos[2])
   if opts.follow and ctx.json then

@@ -49,6 +49,10 @@ function M.run(ctx, args)
   if #pos > 1 then
     q.usage("show", "unexpected argument '%s'", pos[2])
   end
+  local builds = require("tide.cli.builds")
+  if builds.is_build_key(pos[1]) then
+    return builds.show(ctx, pos[1])
+  end
   local id = q.id("show", "RUN", pos[1])
   local store = q.open(ctx)
   local run = q.run(ctx, store, id)
@@ -65,9 +69,15 @@ function M.run(ctx, args)
       end
     end
   end
+  -- A run that started or continued a pipeline execution shows its stages and actions too.
+  local execution
+  local pstate = require("tide.pipeline.state")
+  if pstate.has_tables() then
+    execution = require("tide.pipeline.views").execution(id)
+  end
   if ctx.json then
     local json = require("tide.json")
-    q.print_json({ run = run, spans = json.array(spans) })
+    q.print_json({ run = run, spans = json.array(spans), pipeline = execution })
     return 0
   end
   local took
@@ -80,6 +90,9 @@ function M.run(ctx, args)
     head = head .. string.format("  exit %d", run.exit_code)
   end
   local out = { head }
+  if execution then
+    out[#out + 1] = require("tide.pipeline.views").execution_text(execution):sub(1, -2)
+  end
   local seen = {}
   for _, root in ipairs(tree(spans)) do
     draw(out, root, 0, ctx.plain, seen)

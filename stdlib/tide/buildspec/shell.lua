@@ -1,0 +1,514 @@
+--- tide.buildspec.shell: the one shell of a build. A long-lived bash or sh reads, from its
+--- stdin, the numbers of generated script files and sources each in the shell's own process, so
+--- `cd`, `export` and plain variables carry from command to command and from phase to phase.
+--- Each phase ends with a marker line carrying a per-build nonce, a tag and the phase's results;
+--- the marker is how tide knows the phase is over. Command output is one stream (stderr joined
+--- to stdout), in order.
+---
+--- Each command runs with `eval` in the shell itself, wrapped in a few builtins (see
+--- phase_script). Phases that need nothing from tide in between go to the shell in one script,
+--- so the shell does not wait for tide between them (see run_phase).
+---
+--- When a command ends the shell (`exit 3`, `set -e`), its EXIT trap writes the results so far
+--- (the command that was running among them), the exported variables and the working
+--- directory; the next script runs in a new shell that restores them. The same save and restore
+--- carry the state to a shell of another user (run-as).
+local tide = require("tide")
+local native = require("tide._proc")
+
+local M = {}
+
+-- Runs in the shell itself: stdin moves to fd 9 so that commands read /dev/null, never the
+-- script paths; the EXIT trap saves the state a new shell restores.
+local DRIVER = [[
+exec 9<&0 </dev/null 2>&1
+__tide_d=$1
+__tide_n=0 __tide_s=0 __tide_g=0 __tide_f=0
+__tide_exit() {
+  __TIDE_PWD=$PWD; export __TIDE_PWD; export -p >"$__tide_d/state" 2>/dev/null
+  printf 'c %s %s\nf %s %s\n' "$__tide_n" "$__tide_s" "$__tide_g" "$__tide_f" >"$__tide_d/status"
+}
+trap __tide_exit EXIT
+if [ -f "$__tide_d/state" ]; then . "$__tide_d/state" 2>/dev/null; cd "$__TIDE_PWD" 2>/dev/null; fi
+while IFS= read -r __tide_p <&9; do
+  case $__tide_p in '') trap - EXIT; exit 0 ;; esac
+  __tide_p=$__tide_d/s$__tide_p.sh
+  [ -r "$__tide_p" ] || { printf 'tide: the build shell cannot read %s\n' "$__tide_p"; exit 126; }
+  . "$__tide_p"
+done
+]]
+
+local function squote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+M.squote = squote
+
+local function nonce()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(6) or tostring(tide.monotime())
+  if f then
+    f:close()
+  end
+  return (b:gsub(".", function(c)
+    return string.format("%02x", c:byte())
+  end))
+end
+
+local function current_user()
+  return os.getenv("USER") or os.getenv("LOGNAME")
+end
+
+local Session = {}
+Session.__index = Session
+
+--- o: dir (private, exists), shell ("bash" or "sh"), env, cwd, deadline (monotime), sandbox
+--- (table or nil), version ("0.1"/"0.2"), on_line(text), masks (list of strings), on_sent()
+--- (called each time a script has gone to the shell: work to do while it runs).
+function M.new(o)
+  local s = setmetatable({}, Session)
+  for k, v in pairs(o) do
+    s[k] = v
+  end
+  s.nonce = nonce()
+  s.seq = 0
+  s.warnings = s.warnings or {}
+  return s
+end
+
+-- As tide's output masking (include/tide/mask.h, TIDE_MASK_MIN_LEN): shorter values would turn
+-- common words into "***", so they are not masked anywhere.
+local MASK_MIN_LEN = 8
+
+--- Masks the store values in a line (the process layer already masks the raw output; this
+--- covers text tide composes itself, such as phase contexts and exported values).
+function Session:mask(line)
+  for _, m in ipairs(self.masks or {}) do
+    if #m >= MASK_MIN_LEN then
+      local from = 1
+      while true do
+        local i, j = line:find(m, from, true)
+        if not i then
+          break
+        end
+        line = line:sub(1, i - 1) .. "***" .. line:sub(j + 1)
+        from = i + 3
+      end
+    end
+  end
+  return line
+end
+
+function Session:spawn()
+  local path = self.shell == "bash" and "bash" or "/bin/sh"
+  local argv = { path, "-c", DRIVER, "tide-build", self.dir }
+  local me = current_user()
+  if self.user and self.user ~= me then
+    argv = { "runuser", "-u", self.user, "--", table.unpack(argv) }
+  end
+  local spec = { env = self.env, cwd = self.cwd, stdin = true, lines = true,
+    name = "buildspec shell", grace = 2 }
+  for i, a in ipairs(argv) do
+    spec[i] = a
+  end
+  if self.deadline then
+    spec.timeout = math.max(0.001, self.deadline - tide.monotime())
+  end
+  -- A sandbox that cannot be built fails the build: never a silent run without it (only
+  -- --no-sandbox, which leaves self.sandbox nil, runs unsandboxed).
+  spec.sandbox = self.sandbox
+  local ok, p, msg, code = pcall(native.spawn, spec)
+  if not ok then
+    error(tide.error("EINPUT", "buildspec shell: " .. tostring(p)), 0)
+  end
+  if not p then
+    error(tide.error(code or "ESPAWN", "buildspec shell: " .. tostring(msg)), 0)
+  end
+  self.p = p
+end
+
+-- A stage's result in the shell is two values: the index of the last command that started
+-- and its exit status, "r" while it runs. Commands after a failure are skipped, so every
+-- earlier one of the same script exited 0; first is the index the script started the stage at.
+-- Returns the command still running ({stage, index}) or nil.
+local function stage_events(out, stage, first, last, code)
+  last = tonumber(last) or 0
+  local running = code == "r"
+  for i = first, last do
+    if i < last then
+      out[#out + 1] = { stage = stage, index = i, code = 0 }
+    elseif running then
+      return { stage = stage, index = i }
+    else
+      out[#out + 1] = { stage = stage, index = i, code = tonumber(code) or 0 }
+    end
+  end
+end
+
+--- Reads the results the EXIT trap of a shell that ended wrote, and removes the file. from is
+--- where the script started ({stage, index}). Returns the list of {stage, index, code} and the
+--- command that was running when the shell ended ({stage, index} or nil).
+function Session:read_status(from)
+  local path = self.dir .. "/status"
+  local f = io.open(path, "rb")
+  if not f then
+    return {}
+  end
+  local data = f:read("a") or ""
+  f:close()
+  os.remove(path)
+  from = from or { stage = "c", index = 1 }
+  local out = {}
+  local cn, cs = data:match("c (%d+) (%w+)")
+  local fn, fs = data:match("f (%d+) (%w+)")
+  local open
+  if cn and from.stage == "c" then
+    open = stage_events(out, "c", from.index, cn, cs)
+  end
+  if fn then
+    open = stage_events(out, "f", from.stage == "f" and from.index or 1, fn, fs) or open
+  end
+  return out, open
+end
+
+local END_PAT = "^(.-) ?%[tide:(%x+) (%d+)([ %d]*)%]$"
+
+--- Hands a script to the shell (without waiting). Two files in turn: the shell has finished
+--- the one before last (it has read the next name since), so rewriting it is safe whatever the
+--- shell reads ahead. Rewritten in place, not truncated: ext4 flushes a file truncated and
+--- written again on close, which costs more than a whole phase; `return` ends the script
+--- before what an older, longer one left. The shell reads its channel a byte at a time (a
+--- pipe), so it gets the file's number only.
+function Session:send(script)
+  if not self.p then
+    self:spawn()
+  end
+  self.pending = nil
+  self.seq = self.seq + 1
+  local slot = self.seq % 2
+  local f = io.open(string.format("%s/s%d.sh", self.dir, slot), "r+b")
+    or assert(io.open(string.format("%s/s%d.sh", self.dir, slot), "wb"))
+  f:write(script, "\nreturn\n")
+  f:close()
+  self.p:write(slot .. "\n")
+  if self.on_sent then
+    self.on_sent()
+  end
+end
+
+--- Reads the shell's output up to the marker line tagged tag. Returns "done" and the marker's
+--- fields (a string), or "exited" with the native result when the shell ended first. Lines
+--- after the marker (the next phase, already under way) wait in self.rest for the next call.
+function Session:wait_marker(tag, quiet)
+  local on_line, want = self.on_line, self.nonce
+  local masks = self.masks
+  local plain = not masks or #masks == 0
+  local lines, i = self.rest, self.rest_i
+  self.rest = nil
+  while true do
+    if not lines then
+      local r, _, got = self.p:wait()
+      if r ~= "lines" then
+        self.p:close()
+        self.p = nil
+        self.pending = nil
+        return "exited", r
+      end
+      lines, i = got, 1
+    end
+    for k = i, #lines do
+      local l = lines[k]
+      local before, n, t, fields
+      if l:find("[tide:", 1, true) then
+        before, n, t, fields = l:match(END_PAT)
+      end
+      if n == want then
+        if before ~= "" and not quiet then
+          on_line(plain and before or self:mask(before))
+        end
+        if tonumber(t) == tag then
+          if k < #lines then
+            self.rest, self.rest_i = lines, k + 1
+          end
+          return "done", fields
+        end
+      else
+        on_line(plain and l or self:mask(l))
+      end
+    end
+    lines = nil
+  end
+end
+
+--- Runs a script that is not a phase and waits for its end: "done", or "exited" and the
+--- native result.
+function Session:exec(script, quiet)
+  self.tags = (self.tags or 0) + 1
+  local tag = self.tags
+  self:send(string.format("%s\nprintf '%%s\\n' ' [tide:%s %d]'", script, self.nonce, tag))
+  return self:wait_marker(tag, quiet)
+end
+
+--- Ends the shell. Its EXIT trap saves the state for the next one, unless last (the build is
+--- over: an empty line makes the shell exit without writing anything).
+function Session:stop(last)
+  if self.p then
+    if last then
+      self.p:write("\n")
+    end
+    self.p:close_stdin()
+    local r
+    repeat
+      r = self.p:wait()
+    until r ~= "lines"
+    self.p:close()
+    self.p = nil
+    self.pending, self.rest = nil, nil
+    -- What the trap wrote is not a phase's: a later shell's results must not mix with it.
+    os.remove(self.dir .. "/status")
+  end
+end
+
+function Session:close()
+  self.pending, self.rest = nil, nil
+  if self.p then
+    self.p:close()
+    self.p = nil
+  end
+end
+
+--- Switches the shell to another user before the next script (state carried over).
+function Session:set_user(user)
+  local want = user
+  if want == current_user() then
+    want = nil
+  end
+  if want and require("tide.uv").getuid() ~= 0 then
+    return nil, string.format("run-as %s: tide runs as %s and can switch users only as root",
+      want, tostring(current_user()))
+  end
+  if want ~= self.user then
+    self:stop()
+    self.user = want
+  end
+  return true
+end
+
+--- The script of one phase, from stage/index on (a new shell resumes a phase where the old one
+--- ended). Commands after the first failure are skipped; finally runs after commands. The
+--- phase ends with its marker line, tagged tag, which carries the results.
+---
+--- A command costs a few builtins and no subshell: one `case` on the stage's status, one
+--- assignment (status "r", index and text, for the EXIT trap and the failure line), the printf
+--- of its "Running command" line, the eval and one assignment of its status. The shell's
+--- parsing and running of this text is most of a phase's cost, so nothing else is done per
+--- command: a stage's results are the last command that ran and its status (every earlier one
+--- exited 0).
+local function phase_text(out, ph, from, tag, mark, subshell)
+  out[#out + 1] = "export CODEBUILD_BUILD_SUCCEEDING=$__tide_ok"
+  out[#out + 1] = string.format("__tide_n=0 __tide_s=%d __tide_g=0 __tide_f=%d",
+    from.cfail and 1 or 0, from.ffail and 1 or 0)
+  if from.stage == "c" and from.index == 1 then
+    out[#out + 1] = "printf '%s\\n' " .. squote("[Container] Entering phase " .. ph.type)
+  end
+  local run = subshell and "(eval \"$__tide_m\")" or "eval \"$__tide_m\""
+  local function stage(list, first, status, count)
+    if first > #list then
+      return
+    end
+    local head = "case $" .. status .. " in 0) " .. status .. "=r " .. count .. "="
+    local tail = "; printf '[Container] Running command %s\\n' \"$__tide_m\"; " .. run .. "; "
+      .. status .. "=$?;; esac"
+    for i = first, #list do
+      local cmd = list[i]
+      out[#out + 1] = head .. i .. " __tide_m="
+        .. (cmd:find("'", 1, true) and squote(cmd) or "'" .. cmd .. "'") .. tail
+    end
+    -- Only the last command that ran can have failed: one line for the stage.
+    out[#out + 1] = "case $" .. status .. " in 0) ;; *) printf '[Container] Command did not "
+      .. "exit successfully %s exit status %s\\n' \"$__tide_m\" $" .. status .. ";; esac"
+  end
+  if from.stage == "c" then
+    stage(ph.commands, from.index, "__tide_s", "__tide_n")
+  end
+  stage(ph.finally, from.stage == "f" and from.index or 1, "__tide_f", "__tide_g")
+  out[#out + 1] = "case $__tide_s$__tide_f in 00) __tide_t=SUCCEEDED;; "
+    .. "*) __tide_t=FAILED __tide_ok=0;; esac"
+  out[#out + 1] = string.format("printf '%%s%%s [tide:%s %d %%s %%s %%s %%s]\\n' %s "
+    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f", mark, tag,
+    squote("[Container] Phase complete: " .. ph.type .. " State: "))
+end
+
+--- The script of ph from `from` on, followed by the phases of rest (each {ph, stops}: a failure
+--- of a phase whose stops is true ends the build's phases, so the script returns there, as
+--- the caller then does). Returns the script and the list of {ph, tag} sent after ph.
+function Session:phase_script(ph, succeeding, from, rest)
+  local out = { "__tide_ok=" .. (succeeding and "1" or "0") }
+  local subshell = self.version == "0.1"
+  self.tags = (self.tags or 0) + 1
+  local tag = self.tags
+  phase_text(out, ph, from or { stage = "c", index = 1 }, tag, self.nonce, subshell)
+  local pending = {}
+  for i, nx in ipairs(rest or {}) do
+    if (i == 1 and rest.stops) or (i > 1 and rest[i - 1].stops) then
+      out[#out + 1] = "case $__tide_t in FAILED) return;; esac"
+    end
+    self.tags = self.tags + 1
+    pending[#pending + 1] = { ph = nx.ph, tag = self.tags }
+    phase_text(out, nx.ph, { stage = "c", index = 1 }, self.tags, self.nonce, subshell)
+  end
+  return table.concat(out, "\n"), tag, pending
+end
+
+--- Runs one phase. rest: the phases that follow without anything to do between them (see
+--- phase_script; rest.stops: a failure of ph ends the phases), sent to the shell with ph so
+--- that it goes on without waiting; a later call for one of them finds it under way. Returns
+--- {status = "SUCCEEDED"|"FAILED"|"TIMED_OUT", commands = {...}, context = {statusCode,
+--- message} or nil}.
+function Session:run_phase(ph, succeeding, rest)
+  local result = { commands = {}, finally = {} }
+  local from
+  while true do
+    local how, r
+    local queued = self.pending
+    if not from and queued and queued[1] and queued[1].ph == ph then
+      -- Sent with an earlier phase: the shell is already on it.
+      how, r = self:wait_marker(table.remove(queued, 1).tag)
+    else
+      local script, tag, pending = self:phase_script(ph, succeeding, from, rest)
+      self:send(script)
+      self.pending = pending
+      how, r = self:wait_marker(tag)
+    end
+    local events, open
+    if how == "done" then
+      events = {}
+      local cn, cs, fn, fs = r:match("^ (%d+) (%d+) (%d+) (%d+)$")
+      local f = from or { stage = "c", index = 1 }
+      if f.stage == "c" then
+        stage_events(events, "c", f.index, cn, cs)
+      end
+      stage_events(events, "f", f.stage == "f" and f.index or 1, fn, fs)
+    else
+      events, open = self:read_status(from)
+    end
+    for _, ev in ipairs(events) do
+      local list = ev.stage == "c" and result.commands or result.finally
+      local cmd = ev.stage == "c" and ph.commands[ev.index] or ph.finally[ev.index]
+      list[ev.index] = { command = cmd, code = ev.code }
+    end
+    if how == "done" then
+      break
+    end
+    if r.timed_out then
+      result.status = "TIMED_OUT"
+      result.context = { statusCode = "BUILD_TIMED_OUT", message = "Build has timed out." }
+      return result
+    end
+    if not open then
+      -- The shell ended outside any command: nothing of the phase can be trusted.
+      result.status = "FAILED"
+      result.context = { statusCode = "COMMAND_EXECUTION_ERROR", message = string.format(
+        "the build shell ended unexpectedly with status %d", r.code) }
+      return result
+    end
+    -- A command ended the shell: that is its status; go on in a new shell.
+    local list = open.stage == "c" and result.commands or result.finally
+    list[open.index] = { command = open.stage == "c" and ph.commands[open.index]
+      or ph.finally[open.index], code = r.code }
+    local txt = open.stage == "c" and ph.commands[open.index] or ph.finally[open.index]
+    if r.code ~= 0 then
+      self.on_line(self:mask(string.format(
+        "[Container] Command did not exit successfully %s exit status %d", txt, r.code)))
+    end
+    local cfail = (from and from.cfail) or (open.stage == "c" and r.code ~= 0)
+    local ffail = (from and from.ffail) or (open.stage == "f" and r.code ~= 0)
+    if open.stage == "c" and r.code == 0 then
+      from = { stage = "c", index = open.index + 1 }
+    elseif open.stage == "c" then
+      from = { stage = "f", index = 1 }
+    elseif r.code == 0 then
+      from = { stage = "f", index = open.index + 1 }
+    else
+      from = { stage = "f", index = #ph.finally + 1 }
+    end
+    from.cfail, from.ffail = cfail, ffail
+  end
+  local failed
+  for _, list in ipairs({ result.commands, result.finally }) do
+    for i = 1, #list do
+      if list[i] and list[i].code and list[i].code ~= 0 and not failed then
+        failed = list[i]
+      end
+    end
+  end
+  if failed then
+    result.status = "FAILED"
+    result.context = { statusCode = "COMMAND_EXECUTION_ERROR", message = self:mask(
+      string.format("Error while executing command: %s. Reason: exit status %d",
+        failed.command, failed.code)) }
+  else
+    result.status = "SUCCEEDED"
+  end
+  return result
+end
+
+--- Values of names in the shell now: {name = value} for the set ones.
+function Session:capture(names)
+  if #names == 0 then
+    return {}
+  end
+  local file = self.dir .. "/captured"
+  local parts = { "{" }
+  for _, n in ipairs(names) do
+    parts[#parts + 1] = string.format(
+      "if [ -n \"${%s+x}\" ]; then printf '%%s=%%s\\0' %s \"$%s\"; fi", n, n, n)
+  end
+  parts[#parts + 1] = "} >" .. squote(file)
+  local how = self:exec(table.concat(parts, "\n"), true)
+  local out = {}
+  if how ~= "done" then
+    return out
+  end
+  local f = io.open(file, "rb")
+  local data = f and f:read("a") or ""
+  if f then
+    f:close()
+  end
+  for k, v in data:gmatch("([%w_]+)=(.-)%z") do
+    out[k] = v
+  end
+  return out
+end
+
+--- Expands text with the shell's syntax, as artifact names are ("app-$(date +%F)").
+function Session:expand(text)
+  local file = self.dir .. "/expanded"
+  local esc = text:gsub("[\\\"]", "\\%0")
+  local how = self:exec(string.format("printf '%%s' \"%s\" >%s", esc, squote(file)), true)
+  if how ~= "done" then
+    return nil
+  end
+  local f = io.open(file, "rb")
+  local v = f and f:read("a")
+  if f then
+    f:close()
+  end
+  return v
+end
+
+--- Output of a shell snippet (runtime version probes), or nil.
+function Session:output(snippet)
+  local file = self.dir .. "/output"
+  local how = self:exec(string.format("{ %s ; } >%s 2>&1", snippet, squote(file)), true)
+  if how ~= "done" then
+    return nil
+  end
+  local f = io.open(file, "rb")
+  local v = f and f:read("a")
+  if f then
+    f:close()
+  end
+  return v
+end
+
+return M
