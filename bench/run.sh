@@ -5,7 +5,7 @@
 # when a target is missed (the lines say "MISSED").
 cd "$(dirname "$0")/.." || exit 2
 status=0
-for b in spawn tasks output startup; do
+for b in spawn tasks output startup sandbox artifact pipeline git secrets build; do
   sh "bench/$b.sh" || status=1
 done
 exit $status
