@@ -74,14 +74,14 @@ typedef struct tide_proc_opts {
   tide_proc_stdin stdin_mode;
   const char *stdin_data; /* DATA: copied */
   size_t stdin_len;
-  const char *stdin_path;      /* FILE: borrowed for the call */
-  size_t max_output;           /* capture cap per stream in bytes; 0 captures nothing */
-  const char *log_path;        /* both streams are appended here in full (created 0600 at the
-                                  first byte, so a silent process leaves no file); NULL for none;
-                                  copied */
-  int split_lines;             /* queue output lines for tide_proc_next_line() */
-  uint64_t timeout_ms;         /* 0: no timeout */
-  uint64_t grace_ms;           /* TERM -> KILL delay, and how long to wait for EOF after exit */
+  const char *stdin_path; /* FILE: borrowed for the call */
+  size_t max_output;      /* capture cap per stream in bytes; 0 captures nothing */
+  const char *log_path;   /* both streams are appended here in full (created 0600 at the
+                             first byte, so a silent process leaves no file); NULL for none;
+                             copied */
+  int split_lines;        /* queue output lines for tide_proc_next_line() */
+  uint64_t timeout_ms;    /* 0: no timeout */
+  uint64_t grace_ms;      /* TERM -> KILL delay, and how long to wait for EOF after exit */
   /* NULL, or every byte of output passes through this mask before it reaches the capture, the
      lines and the log; the process takes a reference */
   tide_mask *mask;
