@@ -230,11 +230,14 @@ int tide_sandbox_check(const tide_sandbox_policy *p, tide_err *err)
     return rc;
   char home[PATH_MAX];
   if (p->protect && realpath(p->protect, home)) {
+    /* A writable path below the home could reach tide's state; a home below a writable path
+    ** (./.tide in the source of `tide build`) is hidden instead (see protected_home). */
+    size_t hl = strlen(home);
     for (const char *const *w = p->writable; w && *w; w++) {
-      size_t wl = strlen(*w);
-      if (strncmp(home, *w, wl) == 0 && (home[wl] == '/' || home[wl] == '\0'))
+      if (strncmp(*w, home, hl) == 0 && ((*w)[hl] == '/' || (*w)[hl] == '\0'))
         return tide_err_set(err, TIDE_EINPUT,
-                            "sandbox: writable: '%s' holds tide's state directory '%s'", *w, home);
+                            "sandbox: writable: '%s' lies in tide's state directory '%s'", *w,
+                            home);
     }
   }
   for (const char *const *h = p->hide; h && *h; h++) {
@@ -424,7 +427,7 @@ typedef struct mbind {
 typedef struct plan {
   const tide_sandbox_policy *pol;
   const tide_sandbox_exec *ex;
-  mbind binds[MAX_BINDS];
+  mbind binds[2 * MAX_BINDS + 1]; /* the policy's, closed ancestors, tide's home */
   int nbinds;
   int dev_fd[8];
   char tmp_opts[64];
@@ -436,6 +439,11 @@ typedef struct plan {
   struct rlimit rl_nproc, rl_as;
   int set_as;
   int cap_last; /* highest capability number the kernel knows */
+  /* tide's home when it lies below a writable path: covered like a `hide` entry. */
+  char hidden_home[PATH_MAX];
+  /* As root: directories on the way to a bind that the program may not search (malloc'd). */
+  char *closed[MAX_BINDS];
+  int nclosed;
   /* The host's pathname unix sockets to cover (network not shared): pointers into sock_text. */
   char *sock_text;
   const char **socks;
@@ -465,6 +473,68 @@ static void add_binds(plan *pl, const char *const *list, int kind)
     struct stat st;
     b->is_dir = stat(*list, &st) != 0 || S_ISDIR(st.st_mode);
     b->fd = -1;
+  }
+}
+
+/*
+** As root, the program runs as an unprivileged uid, which cannot search a directory such as
+** /root (0700) on the way to a bind below it, so absolute paths into the source would fail. Each
+** such closed ancestor is replaced by an empty directory holding only the mount points of the
+** binds below it (a `hide` entry), as bubblewrap builds its root from binds alone. What else the
+** directory holds stays out of reach, as it was.
+*/
+static void open_closed_ancestors(plan *pl)
+{
+  int n = pl->nbinds;
+  for (int i = 0; i < n && pl->nclosed < MAX_BINDS; i++) {
+    if (pl->binds[i].kind == BIND_HIDE)
+      continue;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", pl->binds[i].src);
+    for (char *slash = strchr(path + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+      *slash = '\0';
+      int bound = 0; /* a bind itself is the program's to search (idmapped when writable) */
+      for (int k = 0; k < n && !bound; k++)
+        bound = pl->binds[k].kind != BIND_HIDE && strcmp(pl->binds[k].src, path) == 0;
+      if (bound)
+        break;
+      struct stat st;
+      int closed = stat(path, &st) == 0 && S_ISDIR(st.st_mode) && !(st.st_mode & S_IXOTH);
+      if (closed) {
+        int known = 0;
+        for (int k = 0; k < pl->nclosed && !known; k++)
+          known = strcmp(pl->closed[k], path) == 0;
+        char *copy = known ? NULL : strdup(path);
+        if (copy) {
+          pl->closed[pl->nclosed++] = copy;
+          const char *list[] = {copy, NULL};
+          add_binds(pl, list, BIND_HIDE);
+        }
+        break; /* everything below it is hidden with it */
+      }
+      *slash = '/';
+    }
+  }
+}
+
+/*
+** tide's home below a writable path (the default ./.tide inside the source of `tide build`) is
+** covered by an empty read-only directory, as a `hide` entry, so the program can neither read
+** nor change tide's state. tide_sandbox_check() has refused a writable path inside the home.
+*/
+static void protect_home(plan *pl, const tide_sandbox_policy *pol)
+{
+  if (!pol->protect || !realpath(pol->protect, pl->hidden_home))
+    return;
+  size_t hl = strlen(pl->hidden_home);
+  for (const char *const *w = pol->writable; w && *w; w++) {
+    size_t wl = strlen(*w);
+    if (wl < hl && strncmp(pl->hidden_home, *w, wl) == 0 &&
+        (pl->hidden_home[wl] == '/' || wl == 1)) {
+      const char *list[] = {pl->hidden_home, NULL};
+      add_binds(pl, list, BIND_HIDE);
+      return;
+    }
   }
 }
 
@@ -897,12 +967,27 @@ static int write_maps(plan *pl, pid_t pid, int pidfd, uid_t outer_uid, gid_t out
     rc = -errno;
   if (rc == 0 && !pl->as_root)
     rc = write_at(dir, "setgroups", "deny");
+  /*
+  ** As root, host root is mapped too, to the overflow id 65534 that its files showed as anyway:
+  ** only so that the setup, which holds capabilities in the namespace until exec, may search
+  ** root-only directories such as /root on the way to a writable path (capabilities reach only
+  ** files whose owner is mapped). Not to inside 0: the setup's own switch to pl->uid would then
+  ** count as leaving root and drop its capabilities. The program runs as pl->uid with no
+  ** capabilities, no_new_privs and nosuid everywhere, so it cannot become that id.
+  */
+  unsigned root_in = pl->uid == 65534 ? 65533 : 65534, groot_in = pl->gid == 65534 ? 65533 : 65534;
   if (rc == 0) {
-    snprintf(map, sizeof map, "%u %u 1\n", pl->uid, (unsigned)outer_uid);
+    if (pl->as_root && outer_uid != 0)
+      snprintf(map, sizeof map, "%u 0 1\n%u %u 1\n", root_in, pl->uid, (unsigned)outer_uid);
+    else
+      snprintf(map, sizeof map, "%u %u 1\n", pl->uid, (unsigned)outer_uid);
     rc = write_at(dir, "uid_map", map);
   }
   if (rc == 0) {
-    snprintf(map, sizeof map, "%u %u 1\n", pl->gid, (unsigned)outer_gid);
+    if (pl->as_root && outer_gid != 0)
+      snprintf(map, sizeof map, "%u 0 1\n%u %u 1\n", groot_in, pl->gid, (unsigned)outer_gid);
+    else
+      snprintf(map, sizeof map, "%u %u 1\n", pl->gid, (unsigned)outer_gid);
     rc = write_at(dir, "gid_map", map);
   }
   close(dir);
@@ -1130,6 +1215,8 @@ static void free_plan(plan *pl)
     return;
   free(pl->socks);
   free(pl->sock_text);
+  for (int i = 0; i < pl->nclosed; i++)
+    free(pl->closed[i]);
   free(pl);
 }
 
@@ -1179,6 +1266,9 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   add_binds(pl, pol->writable, BIND_RW);
   add_binds(pl, pol->read_only, BIND_RO);
   add_binds(pl, pol->hide, BIND_HIDE);
+  protect_home(pl, pol);
+  if (pl->as_root)
+    open_closed_ancestors(pl);
   qsort(pl->binds, (size_t)pl->nbinds, sizeof *pl->binds, cmp_bind);
   /* Without a cgroup (decided below, before the child runs) memory falls back to RLIMIT_AS. */
   if (pol->network != TIDE_SANDBOX_NET_HOST && (rc = collect_sockets(pl)) != 0) {

@@ -85,6 +85,21 @@ describe("tide build", function()
     assert.is_nil(io.open(dir .. "/dist/primary/.tide/state.db"))
   end)
 
+  it("builds sandboxed in the current directory, hiding the default ./.tide", function()
+    -- the first command of the README: `tide build` in a project, by default in the sandbox
+    local dir = project("version: 0.2\nphases:\n  build:\n    commands:\n"
+      .. "      - 'cd $CODEBUILD_SRC_DIR && echo built > out.txt'\n"
+      .. "      - 'echo \"home: $(ls -A .tide | wc -l)\"'\n"
+      .. "artifacts:\n  files: ['out.txt']\n")
+    local out, rc = h.sh(string.format("cd %s && env -u TIDE_HOME %s --plain build --output dist"
+      .. " 2>&1", q(dir), q(h.tide)))
+    assert.equal(0, rc, out)
+    assert.matches("SUCCEEDED", out)
+    assert.matches("home: 0", out) -- the commands see an empty, read-only ./.tide
+    assert.truthy(io.open(dir .. "/.tide/state.db"))
+    assert.equal("built\n", h.read(dir .. "/dist/primary/out.txt"))
+  end)
+
   it("--plan validates and prints the plan without running", function()
     local dir = project("version: 0.2\nphases:\n  build:\n    commands: ['touch ran']\n")
     local out, rc = tide(dir, "build --plan")

@@ -686,10 +686,10 @@ describe("sandbox: policy and missing protections", function()
     bad({ require = { "magic" } }, "sandbox.require")
     bad("yes", "option 'sandbox' must be true or a table")
     bad({ hide = { "/" } }, "'/' is not allowed")
-    -- the program must not reach tide's own state
+    -- the program must not reach tide's own state: no writable path inside the home
     local home = os.getenv("TIDE_HOME")
     if home then
-      bad({ writable = { (home:gsub("/[^/]+$", "")) } }, "holds tide's state directory")
+      bad({ writable = { home } }, "lies in tide's state directory")
     end
     -- false is no sandbox at all
     assert.equal("NoNewPrivs:\t0", proc.run({ "grep", "NoNewPrivs", "/proc/self/status",
@@ -784,14 +784,66 @@ describe("sandbox: policy and missing protections", function()
   end)
 end)
 
+describe("sandbox: tide's home and closed directories", function()
+  it("hides tide's home when it lies below a writable path", function()
+    -- the home of `tide build` run in a project: ./.tide inside the writable source, both
+    -- owned by the user running tide (as root: idmapped, so the program may write them)
+    local src = helper.tmpdir()
+    sh("chmod 755 " .. src)
+    local home = src .. "/.tide"
+    helper.write(src .. "/t.lua", [[
+      local r = require("tide.proc").run({ "sh", "-c", "ls -A .tide | wc -l; cat .tide/state.db;"
+        .. " touch .tide/x 2>&1 || true; touch ok", sandbox = { writable = { arg[1] } } })
+      io.stdout:write(r.stdout, r.stderr)
+    ]])
+    local function run(h)
+      return helper.sh("cd " .. src .. " && TIDE_HOME=" .. h .. " TIDE_VIEW=none " .. helper.tide
+        .. " t.lua " .. src .. " 2>&1")
+    end
+    local out, rc = run(home)
+    assert.equal(0, rc, out)
+    assert.matches("^0\n", out)
+    assert.matches("Read%-only file system", out)
+    assert.is_nil(helper.read(home .. "/x"))
+    assert.truthy(helper.read(home .. "/state.db"))
+    assert.equal("", helper.read(src .. "/ok")) -- the rest of the source stays writable
+    -- control: with the home elsewhere, the same program reaches that directory's files
+    local elsewhere = helper.tmpdir()
+    out, rc = run(elsewhere)
+    assert.equal(0, rc, out)
+    assert.is_nil(out:find("Read-only", 1, true), out)
+    assert.equal("", helper.read(home .. "/x"))
+  end)
+
+  it("as root, reaches a source below a directory only root may search (/root)", function()
+    if not ROOT then
+      return pending("runs as root only")
+    end
+    local closed = helper.tmpdir() -- 0700, owned by root
+    sh("echo private > " .. closed .. "/secret.txt && mkdir " .. closed .. "/src")
+    local src = closed .. "/src"
+    local r = proc.run({ "sh", "-c", "cd " .. src .. " && echo built > out && ls -A " .. closed
+      .. " && cat " .. closed .. "/secret.txt 2>&1; true", sandbox = { writable = { src } } })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("built\n", helper.read(src .. "/out"))
+    assert.equal("0 0", (sh("stat -c '%u %g' " .. src .. "/out"):gsub("\n", "")))
+    -- only the mount point of the source shows; the directory's other files stay out of reach
+    assert.matches("^src\n", r.stdout)
+    assert.is_nil(r.stdout:find("private", 1, true))
+    -- control: unsandboxed, the same listing shows the private file
+    assert.matches("secret%.txt", proc.run({ "ls", "-A", closed }).stdout)
+  end)
+end)
+
 describe("sandbox: builds", function()
   it("fails a build whose sandbox cannot be built, never runs it unsandboxed", function()
     local home = os.getenv("TIDE_HOME")
     if not home then
       return pending("needs TIDE_HOME (set by ctest)")
     end
-    -- a source directory holding tide's state: the sandbox refuses to make it writable
-    local src = (home:gsub("/[^/]+$", ""))
+    -- a source directory inside tide's state: the sandbox refuses to make it writable
+    local src = home .. "/sbfail-src"
+    sh("mkdir -p " .. src)
     local tag = tostring(math.random(1e9))
     local file = base .. "/buildspec-" .. tag .. ".yml"
     helper.write(file, "version: 0.2\nphases:\n  build:\n    commands: ['touch ran-" .. tag
@@ -800,7 +852,7 @@ describe("sandbox: builds", function()
     local ok, r = pcall(bs.run, { file = file, src = src, project = "sbfail", quiet = true })
     assert.is_nil(helper.read(src .. "/ran-" .. tag))
     local text = ok and require("tide.json").encode(r) or tostring(r.message or r)
-    assert.truthy(text:find("tide's state directory", 1, true), text)
+    assert.truthy(text:find("lies in tide's state directory", 1, true), text)
     assert.is_true(not ok or r.status ~= "SUCCEEDED", text)
     -- control: --no-sandbox runs it
     r = bs.run({ file = file, src = src, project = "sbfail", quiet = true, sandbox = false })

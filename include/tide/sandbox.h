@@ -79,8 +79,8 @@ typedef struct tide_sandbox_policy {
   int uid_set;          /* uid/gid were given (uid 0 inside is allowed: still unprivileged) */
   const char *hostname; /* NULL: "tide" */
   unsigned require;     /* TIDE_SANDBOX_* bits that must apply */
-  /* NULL, or a directory (tide's home) that no writable path may hold: the program must not
-     reach tide's state. */
+  /* NULL, or a directory (tide's home) the program must not reach: no writable path may lie in
+     it, and when it lies below a writable path it is covered by an empty read-only directory */
   const char *protect;
 } tide_sandbox_policy;
 
@@ -108,7 +108,7 @@ void tide_sandbox_policy_init(tide_sandbox_policy *p);
 
 /*
 ** Checks a policy without starting anything: paths absolute, normalised, existing and free of
-** symlinks, no duplicates, no writable path holding p->protect. Returns 0 or TIDE_EINPUT with
+** symlinks, no duplicates, no writable path inside p->protect. Returns 0 or TIDE_EINPUT with
 ** err naming the key and path.
 */
 int tide_sandbox_check(const tide_sandbox_policy *p, tide_err *err);
