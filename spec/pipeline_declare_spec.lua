@@ -142,6 +142,27 @@ describe("pipeline declaration", function()
     assert.matches("at most 8 includes patterns",
       err_of(two(src, nil, { triggers = { { git = "/r.git",
         branches = { "1", "2", "3", "4", "5", "6", "7", "8", "9" } } } })))
+    -- A push trigger's revision must go to a source action: one reading its repository.
+    assert.matches("triggers%[1%]: no source action of the first stage reads '/other.git'",
+      err_of(two(src, nil, { triggers = { { git = "/other.git" } } })))
+  end)
+
+  it("refuses rollback in a PARALLEL pipeline, long values and non-string env", function()
+    assert.matches("p.lua: stages%[2%] 'Two'.on_failure: a PARALLEL pipeline cannot roll back",
+      err_of({ name = "p", mode = "PARALLEL", stages = { { name = "One", actions = {
+        { name = "A", run = run } } }, { name = "Two", on_failure = { result = "ROLLBACK" },
+        actions = { { name = "X", run = run } } } } }))
+    local ok = pcall(declare.validate, { name = "p", mode = "QUEUED", stages = {
+      { name = "One", on_success = { result = "ROLLBACK", rules = {} },
+        actions = { { name = "A", run = run } } } } }, "p.lua")
+    assert.is_true(ok)
+    assert.matches("actions%[1%] 'A'.approval.summary: a value is at most 1000 characters, "
+      .. "not 1001", err_of(two({ { name = "A",
+        approval = { summary = string.rep("x", 1001) } } })))
+    assert.matches("actions%[1%] 'A'.env: 'N' must be a string, not a number",
+      err_of(two({ { name = "A", env = { N = 3 }, run = run } })))
+    assert.matches("actions%[1%] 'A'.env.L: a value is at most 1000 characters",
+      err_of(two({ { name = "A", env = { L = string.rep("y", 1001) }, run = run } })))
   end)
 end)
 
@@ -221,5 +242,42 @@ describe("cron schedules", function()
       assert.is_nil(s)
       assert.matches(want, msg)
     end
+  end)
+end)
+
+describe("build file selection and the tide home", function()
+  -- A pipeline build's source can be a copy kept under the tide home; the home is left out of
+  -- a selection only when it lies inside the source (SRC/.tide).
+  local fs = require("tide.fs")
+  local files = require("tide.buildspec.files")
+
+  local function put(path)
+    assert(fs.mkdir_p((path:gsub("/[^/]*$", ""))))
+    helper.write(path, "x")
+  end
+
+  local function rels(sel)
+    local out = {}
+    for _, item in ipairs(sel) do
+      out[#out + 1] = item.rel
+    end
+    table.sort(out)
+    return table.concat(out, " ")
+  end
+
+  it("selects a source that lies under the home", function()
+    local home = helper.tmpdir() .. "/home"
+    local src = home .. "/pipelines/work/1/Build/Unit/1/src"
+    put(src .. "/reports/unit.xml")
+    put(src .. "/dist/app.lua")
+    assert.are.equal("dist/app.lua reports/unit.xml",
+      rels(files.select(src, { files = { "**/*" } }, home)))
+  end)
+
+  it("leaves out a home that lies inside the source", function()
+    local src = helper.tmpdir() .. "/proj"
+    put(src .. "/app.lua")
+    put(src .. "/.tide/state.db")
+    assert.are.equal("app.lua", rels(files.select(src, { files = { "**/*" } }, src .. "/.tide")))
   end)
 end)

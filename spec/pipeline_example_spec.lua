@@ -57,8 +57,16 @@ describe("examples/pipeline", function()
     assert.are.equal("1.0.0", build.outputs.VERSION)
     assert.are.equal("unit", build.details.reports[1].name)
     assert.is_truthy(build.artifacts.dist.sha256 or build.artifacts.dist.path)
+    assert.are.equal("SUCCEEDED", build.details.build_status)
+    -- The report of the sandboxed build: the four unit tests, all passed.
+    local summary = build.details.reports[1].files[1]
+    assert.are.equal(4, summary.total)
+    assert.are.equal(4, summary.SUCCEEDED)
     local deploy = x.stages[4].actions[1]
     assert.matches("/www/releases/1%.0%.0%-" .. id .. "$", deploy.outputs.RELEASE)
+    -- What the build put in its artifact is what went live.
+    assert.is_truthy(helper.read(deploy.outputs.RELEASE .. "/calc.lua"))
+    assert.are.equal("1.0.0\n", helper.read(deploy.outputs.RELEASE .. "/VERSION"))
     local text = proc.run({ TIDE, "--home", home, "show", id }).stdout
     assert.matches("report unit: 4 tests, 0 failed", text)
   end)

@@ -51,6 +51,16 @@ local function show(home, id)
   return json.decode(r.stdout).pipeline
 end
 
+--- The status of the span named name in the run's span tree (ok, error, cancelled).
+local function span_status(home, id, name)
+  local r = proc.run({ TIDE, "--home", home, "--json", "show", tostring(id) })
+  for _, sp in ipairs(json.decode(r.stdout).spans) do
+    if sp.name == name then
+      return sp.status
+    end
+  end
+end
+
 local function action(x, stage, name)
   for _, s in ipairs(x.stages) do
     for _, a in ipairs(s.actions) do
@@ -130,7 +140,8 @@ return { name = "appr", stages = {
     end, "the approval")
     -- Not the waiting action, not an action, lowercase status: refused.
     local r = t(home, "approve", id, "Build/B", "--summary", "x")
-    assert.are.equal(1, r.code)
+    assert.are.equal(2, r.code)
+    assert.are.equal(1, select(2, r.stderr:gsub("\n", "")))
     assert.matches("execution " .. id .. " is not waiting for approval at Build/B", r.stderr)
     r = t(home, "approve", id, "Release/Nope", "--summary", "x")
     assert.are.equal(2, r.code)
@@ -147,7 +158,7 @@ return { name = "appr", stages = {
       .. "pipeline_approvals"))
     -- Approving again: not waiting any more.
     r = t(home, "approve", id, "Release/Approve", "--summary", "again")
-    assert.are.equal(1, r.code)
+    assert.are.equal(2, r.code)
 
     -- A rejection fails the action with its summary.
     p = spawn(home, "run", file)
@@ -227,8 +238,16 @@ return { name = "stopme", stages = {
     local x = show(home, id)
     assert.are.equal("Stopped", x.status)
     assert.are.equal("Succeeded", action(x, "Slow", "Wait").status)
+    -- Every action of Slow succeeded: the stage succeeded, though the execution stopped after.
+    assert.are.equal("Succeeded", x.stages[1].status)
     assert.are.equal("Pending", action(x, "Next", "N").status)
     assert.are.equal(1, t(home, "stop", id).code) -- not running any more
+    -- A retry goes on with Next and does not run the succeeded Slow again.
+    r = proc.run({ TIDE, "--home", home, "--plain", "retry", id,
+      env = { GO = go, TIDE_VIEW = "none" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("next ran", r.stdout)
+    assert.not_matches("slow finished", r.stdout)
 
     os.remove(go)
     p = proc.spawn({ TIDE, "--home", home, "--plain", "run", file, "--new",
@@ -243,6 +262,8 @@ return { name = "stopme", stages = {
     x = show(home, id2)
     assert.are.equal("Stopped", x.status)
     assert.are.equal("Abandoned", action(x, "Slow", "Wait").status)
+    -- The stopped stage's span says so.
+    assert.are.equal("cancelled", span_status(home, id2, "Slow"))
   end)
 
   it("retries only the failed actions of a stage, reusing earlier outputs", function()
@@ -272,7 +293,11 @@ return { name = "retry", stages = {
     assert.matches("flaky failed", sql(home, "SELECT message FROM pipeline_actions WHERE "
       .. "action = 'Flaky'"))
     helper.write(dir .. "/fixed", "")
-    r = proc.run({ TIDE, "--home", home, "--plain", "retry", id, "--failed-only", env = env })
+    -- The failed stage's span failed too, as the store says.
+    assert.are.equal("error", span_status(home, id, "Test"))
+    assert.are.equal("ok", span_status(home, id, "First"))
+    -- A plain retry runs only what did not succeed (FAILED_ACTIONS).
+    r = proc.run({ TIDE, "--home", home, "--plain", "retry", id, env = env })
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("flaky sees v" .. id, r.stdout)
     assert.are.equal("First/F\nTest/Good\nTest/Flaky\nTest/Flaky\nAfter/A\n",
@@ -342,6 +367,8 @@ describe("execution modes", function()
   -- front of it.
   local TEXT = [[
 local tide = require("tide")
+-- A slow poller (POLL) misses the moment a stage comes free: the race of an arrival.
+require("tide.pipeline.engine").POLL = tonumber(os.getenv("POLL")) or 0.25
 return { name = "modes", mode = os.getenv("MODE"), stages = {
   { name = "One", actions = { { name = "Quick", run = function() end } } },
   { name = "Two", actions = { { name = "Gate", run = function(ctx)
@@ -353,9 +380,9 @@ return { name = "modes", mode = os.getenv("MODE"), stages = {
 } }
 ]]
 
-  local function start(dir, home, file, mode)
+  local function start(dir, home, file, mode, poll)
     return proc.spawn({ TIDE, "--home", home, "--plain", "run", file, "--new",
-      env = { DIR = dir, MODE = mode, TIDE_VIEW = "none" } })
+      env = { DIR = dir, MODE = mode, TIDE_VIEW = "none", POLL = poll } })
   end
 
   local function scenario(mode)
@@ -392,6 +419,36 @@ return { name = "modes", mode = os.getenv("MODE"), stages = {
       assert.are.equal(ids[1] .. "\n" .. ids[3] .. "\n", entered)
     end)
 
+  it("SUPERSEDED: an older waiting execution never enters after a newer one", function()
+    local dir, home, file = setup(TEXT)
+    local p1 = start(dir, home, file, "SUPERSEDED")
+    eventually(function() return helper.read(dir .. "/entered") end, "E1 in Two")
+    local e1 = tonumber(helper.read(dir .. "/entered"))
+    -- E2 waits at Two, looking at the store every 4 s only.
+    local p2 = start(dir, home, file, "SUPERSEDED", "4")
+    eventually(function()
+      return sql(home, "SELECT count(*) FROM pipeline_executions WHERE waiting = 1") == "1"
+    end, "E2 waiting at Two")
+    local e2 = tonumber(sql(home, "SELECT id FROM pipeline_executions WHERE waiting = 1"))
+    helper.write(dir .. "/go" .. e1, "")
+    assert.are.equal(0, p1:wait().code)
+    -- E3 arrives just after E1 left Two, and finds it free before E2 looks again.
+    local p3 = start(dir, home, file, "SUPERSEDED")
+    eventually(function()
+      return select(2, (helper.read(dir .. "/entered") or ""):gsub("\n", "")) == 2
+    end, "E3 in Two")
+    local e3 = tonumber(sql(home, "SELECT max(id) FROM pipeline_executions"))
+    assert.are.equal("Superseded", sql(home, "SELECT status FROM pipeline_executions WHERE id = "
+      .. e2))
+    helper.write(dir .. "/go" .. e2, "")
+    helper.write(dir .. "/go" .. e3, "")
+    assert.are.equal(0, p3:wait().code)
+    assert.are.equal(0, p2:wait().code)
+    assert.are.equal(e1 .. "\n" .. e3 .. "\n", helper.read(dir .. "/entered"))
+    assert.are.equal("Succeeded,Superseded,Succeeded", sql(home, "SELECT group_concat(status, "
+      .. "',') FROM (SELECT status FROM pipeline_executions ORDER BY id)"))
+  end)
+
   it("QUEUED: they run one by one in arrival order (conformance 38)", function()
     local statuses, entered, ids = scenario("QUEUED")
     assert.are.equal("Succeeded,Succeeded,Succeeded", statuses)
@@ -415,7 +472,14 @@ return { name = "gate", stages = {
     local bad = t(home, "transition", "gate", "B", "--enable", "--disable")
     assert.are.equal(2, bad.code)
     assert.matches("one of %-%-disable and %-%-enable", bad.stderr)
-    assert.are.equal(0, t(home, "transition", "gate", "B", "--disable", "--reason", "frozen").code)
+    -- A pipeline nothing ran under, or a stage it does not have: refused (exit 2).
+    local unknown = t(home, "transition", "gate", "B", "--disable")
+    assert.are.equal(2, unknown.code)
+    assert.matches("no pipeline 'gate' has run", unknown.stderr)
+    unknown = t(home, "transition", file, "Nope", "--disable")
+    assert.are.equal(2, unknown.code)
+    assert.matches("pipeline 'gate' has no stage 'Nope' %(its stages: A, B%)", unknown.stderr)
+    assert.are.equal(0, t(home, "transition", file, "B", "--disable", "--reason", "frozen").code)
     assert.are.equal("frozen", sql(home, "SELECT reason FROM pipeline_transitions"))
     local p = spawn(home, "run", file)
     eventually(function()
@@ -474,7 +538,8 @@ return { name = "bad", stages = {
       local _, home, file = setup(text:format(dir .. "/missing", "branch", "main"))
       local r = t(home, "run", file)
       assert.are.equal(2, r.code)
-      assert.matches("stages%[1%] 'Source' actions%[1%] 'Checkout': .*missing", r.stderr)
+      -- Every source error names the pipeline file first, like the declaration's.
+      assert.matches("p%.lua: stages%[1%] 'Source' actions%[1%] 'Checkout': .*missing", r.stderr)
       assert.are.equal("", sql(home, "SELECT count(*) FROM pipeline_executions"):gsub("0", ""))
       helper.write(file, text:format(path, "branch", "nope"))
       r = t(home, "run", file)
@@ -483,7 +548,26 @@ return { name = "bad", stages = {
       helper.write(file, text:format(path, "revision", "v9"))
       r = t(home, "run", file)
       assert.are.equal(2, r.code)
-      assert.matches("'Checkout': revision 'v9' does not resolve in", r.stderr)
+      assert.matches("p%.lua: .*'Checkout': revision 'v9' does not resolve in", r.stderr)
+      -- A well-formed commit id that the repository does not have, named with the repository.
+      local ghost = string.rep("ab", 20)
+      helper.write(file, text:format(path, "revision", ghost))
+      r = t(home, "run", file)
+      assert.are.equal(2, r.code)
+      assert.matches("p%.lua: stages%[1%] 'Source' actions%[1%] 'Checkout': revision '"
+        .. ghost .. "' does not exist in '" .. (path:gsub("%p", "%%%0")) .. "'\n", r.stderr)
+      -- A commit no ref points at still resolves.
+      local first = proc.run({ "git", "-C", path, "rev-list", "--max-parents=0", "HEAD" })
+        .stdout:match("%x+")
+      helper.write(file, text:format(path, "revision", first))
+      r = t(home, "run", file, "--dry-run")
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("source Checkout at " .. first, r.stdout)
+      -- The same through a URL: looked up in a mirror under the home.
+      helper.write(file, text:format("file://" .. path, "revision", ghost))
+      r = t(home, "run", file)
+      assert.are.equal(2, r.code)
+      assert.matches("revision '" .. ghost .. "' does not exist in 'file://", r.stderr)
       assert.are.equal("0", sql(home, "SELECT count(*) FROM pipeline_executions"))
     end)
 
@@ -519,13 +603,57 @@ return { name = "watched",
     assert.are.equal("push|refs/heads/release/v2/x|" .. rev, sql(home,
       "SELECT kind, ref, revision FROM pipeline_triggers"))
     assert.matches("built " .. rev .. " of release/v2/x", r.stdout)
+    -- The child's lines come through as they are, without the name of their stream.
+    assert.matches("\nbuilt " .. rev .. " of release/v2/x\n", r.stdout)
+    assert.not_matches("stdout", r.stdout)
     local exec = sql(home, "SELECT execution FROM pipeline_triggers")
     assert.are.equal("Succeeded", sql(home, "SELECT status FROM pipeline_executions WHERE id = "
       .. exec))
+    -- Changed paths come from one mirror per repository, kept under the home and fetched again.
+    local mirrors = proc.run({ "ls", home .. "/pipelines/mirrors" }).stdout
+    assert.matches("^%x+\n$", mirrors)
+    local rev2 = commit("main", "src/c")
+    r = t(home, "watch", file, "--once")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("built " .. rev2 .. " of main", r.stdout)
+    assert.are.equal(mirrors, proc.run({ "ls", home .. "/pipelines/mirrors" }).stdout)
   end)
 end)
 
 describe("recovery", function()
+  it("a resumed execution keeps its variables and its action's start and deadline", function()
+    local dir, home, file = setup([[
+local tide = require("tide")
+return { name = "keep", variables = { V = "a" }, stages = {
+  { name = "A", actions = { { name = "Slow", timeout = 2, run = function(ctx)
+      local f = assert(io.open(os.getenv("DIR") .. "/marks", "a"))
+      f:write(ctx.attempt, "\n")
+      f:close()
+      if ctx.attempt == 1 then tide.sleep(30) end
+    end } } },
+} }
+]])
+    local env = { DIR = dir, TIDE_VIEW = "none" }
+    local p = proc.spawn({ TIDE, "--home", home, "--plain", "run", file, env = env })
+    eventually(function() return helper.read(dir .. "/marks") end, "Slow to start")
+    p:kill("KILL")
+    p:wait()
+    local started = sql(home, "SELECT started_us || ' ' || deadline_us FROM pipeline_actions")
+    -- A changed --var cannot apply to the execution it would resume.
+    local r = proc.run({ TIDE, "--home", home, "--plain", "run", file, "--var", "V=b", env = env })
+    assert.are.equal(2, r.code)
+    assert.matches("%-%-var V cannot change interrupted execution %d+, which runs with V=a",
+      r.stderr)
+    tide.sleep(2.2)
+    -- Resumed past the deadline the action had: it fails at once instead of starting a new 2 s.
+    r = proc.run({ TIDE, "--home", home, "--plain", "run", file, "--var", "V=a", env = env })
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("resuming interrupted execution", r.stdout)
+    assert.matches("timed out after 2s", r.stdout)
+    assert.are.equal(started, sql(home, "SELECT started_us || ' ' || deadline_us FROM "
+      .. "pipeline_actions"))
+  end)
+
   it("tide retry continues an execution whose tide was killed; tide stop ends one", function()
     local dir, home, file = setup([[
 local tide = require("tide")
@@ -628,6 +756,73 @@ return { name = "rb", stages = {
       "--target", rid })
     assert.are.equal(2, t2.code)
     assert.matches("is a rollback execution", t2.stderr)
+    -- The decision was recorded with the stage's failure, and claimed by the rollback.
+    assert.are.equal("Deploy " .. first .. " " .. rid, sql(home, "SELECT stage || ' ' || target "
+      .. "|| ' ' || execution FROM pipeline_rollbacks"))
+  end)
+
+  local FAILING = [[
+return { name = "rbf", mode = os.getenv("MODE"), stages = {
+  { name = "Build", actions = { { name = "Make", run = function() end } } },
+  { name = "Deploy", on_failure = { result = os.getenv("RESULT") }, actions = { { name = "Ship",
+    run = function() if os.getenv("BREAK") then error("broken deploy") end end } } },
+} }
+]]
+
+  it("does not roll back a failed rollback execution: it just fails", function()
+    local _, home, file = setup(FAILING)
+    local function run(env)
+      local a = { TIDE, "--home", home, "--plain", "run", file, "--new", timeout = 60 }
+      a.env = env
+      return proc.run(a)
+    end
+    assert.are.equal(0, run({ RESULT = "ROLLBACK", TIDE_VIEW = "none" }).code)
+    -- The rollback child inherits BREAK: its Deploy fails too.
+    local r = run({ RESULT = "ROLLBACK", BREAK = "1", TIDE_VIEW = "none" })
+    assert.is_false(r.timed_out)
+    assert.are.equal(1, r.code)
+    assert.are.equal("Failed", sql(home, "SELECT group_concat(status) FROM pipeline_executions "
+      .. "WHERE kind = 'rollback'"))
+    assert.are.equal("1", sql(home, "SELECT count(*) FROM pipeline_rollbacks"))
+    assert.matches("rollback execution %d+ Failed", r.stdout)
+  end)
+
+  it("starts a rollback recorded by a tide that died before starting it", function()
+    local _, home, file = setup(FAILING)
+    local env = { RESULT = "ROLLBACK", TIDE_VIEW = "none" }
+    local a = { TIDE, "--home", home, "--plain", "run", file, "--new", env = env }
+    assert.are.equal(0, proc.run(a).code)
+    local first = sql(home, "SELECT id FROM pipeline_executions")
+    -- What a tide killed right after recording its failed stage leaves: a failed execution and
+    -- its pending rollback (the stage state and the row are one transaction).
+    assert.are.equal(1, proc.run({ TIDE, "--home", home, "--plain", "run", file, "--new",
+      env = { RESULT = "FAIL", BREAK = "1", TIDE_VIEW = "none" } }).code)
+    local failed = sql(home, "SELECT max(id) FROM pipeline_executions")
+    sql(home, "INSERT INTO pipeline_rollbacks (pipeline, stage, target, from_execution, "
+      .. "created_us) VALUES ('rbf', 'Deploy', " .. first .. ", " .. failed .. ", 0)")
+    local r = proc.run(a)
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("rolling back to execution " .. first, r.stdout)
+    local rb = sql(home, "SELECT id || ' ' || status FROM pipeline_executions WHERE kind = "
+      .. "'rollback'")
+    assert.matches("^%d+ Succeeded$", rb)
+    assert.are.equal(rb:match("^%d+"), sql(home, "SELECT execution FROM pipeline_rollbacks"))
+    -- Started once: the next run finds nothing pending.
+    r = proc.run(a)
+    assert.are.equal(0, r.code)
+    assert.not_matches("rolling back", r.stdout)
+  end)
+
+  it("refuses a manual rollback in PARALLEL mode", function()
+    local _, home, file = setup(FAILING)
+    local env = { RESULT = "FAIL", MODE = "PARALLEL", TIDE_VIEW = "none" }
+    assert.are.equal(0, proc.run({ TIDE, "--home", home, "--plain", "run", file, env = env }).code)
+    local id = sql(home, "SELECT id FROM pipeline_executions")
+    local r = proc.run({ TIDE, "--home", home, "--plain", "run", file, "--rollback", "Deploy",
+      "--target", id, env = env })
+    assert.are.equal(2, r.code)
+    assert.matches("PARALLEL mode, where stages cannot be rolled back", r.stderr)
+    assert.are.equal("1", sql(home, "SELECT count(*) FROM pipeline_executions"))
   end)
 end)
 

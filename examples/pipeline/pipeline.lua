@@ -51,9 +51,7 @@ return {
         namespace = "SourceVariables" },
     } },
     { name = "Build", actions = {
-      -- The build writes its test report into the source tree, which a sandbox run as root
-      -- may not: this example runs it unsandboxed.
-      { name = "UnitTests", build = { buildspec = "buildspec.yml", sandbox = false },
+      { name = "UnitTests", build = "buildspec.yml",
         input = "src", output = "dist", namespace = "build",
         env = { COMMIT = "#{SourceVariables.CommitId}" } },
     } },

@@ -16,7 +16,7 @@ M.commands = {
   { "reports", "reports [BUILD] [--failed] test and coverage reports of builds" },
   { "graph", "graph FILE.lua [--dot]    draw a pipeline from its declaration; nothing runs" },
   { "approve", "approve RUN Stage/Action [--reject] --summary TEXT   answer a manual approval" },
-  { "retry", "retry RUN [--stage S] [--failed-only]   continue a failed or interrupted pipeline" },
+  { "retry", "retry RUN [--stage S] [--failed-only | --all-actions]   continue a failed pipeline" },
   { "stop", "stop RUN [--abandon]      stop a pipeline execution" },
   { "transition", "transition PIPELINE STAGE --disable [--reason R] | --enable   gate a stage" },
   { "watch", "watch FILE.lua            start pipeline executions on git pushes and schedules" },

@@ -1,5 +1,6 @@
---- tide transition PIPELINE STAGE --disable [--reason TEXT] | --enable: closes or opens the
---- transition into a stage of a pipeline (CodePipeline's Disable/EnableStageTransition).
+--- tide transition PIPELINE|FILE.lua STAGE --disable [--reason TEXT] | --enable: closes or
+--- opens the transition into a stage of a pipeline (CodePipeline's
+--- Disable/EnableStageTransition).
 local q = require("tide.cli.query")
 
 local M = {}
@@ -18,7 +19,14 @@ local function run(ctx, args)
     q.usage("transition", "--reason goes with --disable")
   end
   require("tide.cli").open_store(ctx)
-  require("tide.pipeline").transition(pos[1], pos[2], opts.enable, opts.reason)
+  local pipeline = require("tide.pipeline")
+  -- PIPELINE is a name, or a pipeline file whose declaration names the pipeline and its stages.
+  local plan
+  if pos[1]:match("%.lua$") then
+    plan = pipeline.load(pos[1])
+    pos[1] = plan.name
+  end
+  pipeline.transition(pos[1], pos[2], opts.enable, opts.reason, plan)
   local word = opts.enable and "enabled" or "disabled"
   if ctx.json then
     q.print_json({ pipeline = pos[1], stage = pos[2], transition = word, reason = opts.reason })

@@ -17,7 +17,7 @@ function M.exit_code(status)
 end
 
 --- Options of `tide run PIPELINE.lua`: --var k=v (repeatable), --dry-run, --new, and the
---- internal --trigger ID, --rollback STAGE --target ID.
+--- internal --trigger ID, --rollback STAGE --target ID [--pending ID].
 function M.parse_run(args)
   local opts = { vars = {} }
   local i = 1
@@ -49,6 +49,8 @@ function M.parse_run(args)
       opts.rollback = val()
     elseif name == "--target" then
       opts.target = val()
+    elseif name == "--pending" then
+      opts.pending = math.tointeger(tonumber(val())) or usage("run", "--pending needs an id")
     else
       usage("run", "unknown pipeline option '%s'", a)
     end

@@ -208,6 +208,17 @@ local function check_condition(file, place, key, c)
   end
 end
 
+--- Configuration values are at most 1000 characters, as CodePipeline's.
+local function check_values(file, place, key, v)
+  if type(v) == "string" and #v > 1000 then
+    fail(file, place .. "." .. key, "a value is at most 1000 characters, not %d", #v)
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      check_values(file, place, key .. "." .. tostring(k), x)
+    end
+  end
+end
+
 local function check_action(file, place, a, kinds)
   if type(a) ~= "table" then
     fail(file, place, "an action must be a table")
@@ -303,6 +314,15 @@ local function check_action(file, place, a, kinds)
     out.fn = a.run
     out.config = {}
   end
+  check_values(file, place, kind, out.config)
+  for k, v in pairs(a.env or {}) do
+    if type(k) ~= "string" or type(v) ~= "string" then
+      fail(file, place .. ".env", "'%s' must be a string, not a %s", tostring(k), type(v))
+    end
+    if #v > 1000 then
+      fail(file, place .. ".env." .. k, "a value is at most 1000 characters, not %d", #v)
+    end
+  end
   return out
 end
 
@@ -388,6 +408,10 @@ function M.validate(decl, file)
     for _, key in ipairs({ "before_entry", "on_success", "on_failure" }) do
       if s[key] then
         check_condition(file, place, key, s[key])
+        if mode == "PARALLEL" and s[key].result == "ROLLBACK" then
+          fail(file, place .. "." .. key, "a PARALLEL pipeline cannot roll back: result "
+            .. "ROLLBACK is refused")
+        end
       end
     end
     if not is_list(s.actions) or #s.actions < 1 or #s.actions > 50 then

@@ -122,6 +122,17 @@ local function enter(ex, stage)
       if e.request then
         return "stopped"
       end
+      if mode == "SUPERSEDED" then
+        -- An older execution never enters a stage after a newer one has: it is superseded.
+        local newer = d.row("SELECT s.execution FROM pipeline_stages s JOIN pipeline_executions "
+          .. "x ON x.id = s.execution WHERE x.pipeline = ? AND s.stage = ? AND s.execution > ? "
+          .. "AND s.started_us IS NOT NULL LIMIT 1", pipeline, stage.name, ex.id)
+        if newer then
+          state.set_execution(ex.id, { status = "Superseded", ended_us = state.now_us(),
+            waiting = 0, message = "superseded by execution " .. newer.execution })
+          return "superseded"
+        end
+      end
       local blocked
       local disabled = d.row("SELECT reason FROM pipeline_transitions WHERE pipeline = ? AND "
         .. "stage = ?", pipeline, stage.name)
@@ -163,7 +174,20 @@ local function enter(ex, stage)
         d.exec("INSERT OR REPLACE INTO pipeline_locks (pipeline, stage, execution) VALUES (?,?,?)",
           pipeline, stage.name, ex.id)
       end
+      if mode == "SUPERSEDED" then
+        -- Entering supersedes every older execution still waiting for this stage, in the same
+        -- transaction: none of them may enter after this one.
+        d.exec("UPDATE pipeline_executions SET status = 'Superseded', ended_us = ?, waiting = 0, "
+          .. "message = ? WHERE pipeline = ? AND stage = ? AND waiting = 1 AND id < ? AND "
+          .. "status = 'InProgress'", state.now_us(),
+          "superseded by execution " .. ex.id, pipeline, stage.name, ex.id)
+      end
       state.set_execution(ex.id, { stage = stage.name, waiting = 0 })
+      -- Marks the entry (run_stage records it again): what the check above reads.
+      if (d.row("SELECT status FROM pipeline_stages WHERE execution = ? AND stage = ?", ex.id,
+        stage.name) or {}).status ~= "InProgress" then
+        state.set_stage(ex.id, stage.name, { started_us = state.now_us() })
+      end
       return "enter"
     end)
     if verdict ~= "wait" then
@@ -195,27 +219,63 @@ local function message_of(err)
   return tostring(err)
 end
 
---- Calls a tide.git function; its error is raised again naming the action.
-local function git_call(a, fn, ...)
+--- Calls a tide.git function; its error is raised again naming the pipeline file and action.
+local function git_call(file, a, fn, ...)
   local ok, res = pcall(fn, ...)
   if not ok then
     local code = type(res) == "table" and res.code or "EGIT"
-    error(tide.error(code == "ECANCELED" and code or "EINPUT", string.format("%s: %s", a.place,
-      message_of(res))), 0)
+    error(tide.error(code == "ECANCELED" and code or "EINPUT", string.format("%s: %s: %s", file,
+      a.place, message_of(res))), 0)
   end
   return res
 end
 
---- The source revision of action a, resolved when the execution started (or now).
-function M.resolve_source(a, fixed, config)
+--- Whether commit id exists in the repository at url: a local repository is opened in place;
+--- anything else is read from its mirror under the home (tide.pipeline.triggers.mirror).
+local function commit_exists(git, url, id, credentials)
+  local path = url:match("^file://(/.*)$")
+  if not path and not url:match("^%a[%w+.-]*://") and not url:match("^[^/]+@[^/]+:") then
+    path = url
+  end
+  if path then
+    local ok, repo = pcall(git.open, path)
+    if ok and repo then
+      local found, rev = pcall(repo.resolve, repo, id .. "^{commit}")
+      return found and rev == id
+    end
+  end
+  local repo = require("tide.pipeline.triggers").mirror(git, url, credentials)
+  local found, rev = pcall(repo.resolve, repo, id .. "^{commit}")
+  return found and rev == id
+end
+
+--- The source revision of action a of the pipeline in file, resolved when the execution
+--- started (or now).
+function M.resolve_source(file, a, fixed, config)
   local git = need("tide.git", "source action " .. a.id)
   config = config or a.config
   local url, want = config.git, config.revision
   if fixed then
     return fixed
   end
-  local heads = git_call(a, git.ls_remote, url, { credentials = config.credentials })
+  local heads = git_call(file, a, git.ls_remote, url, { credentials = config.credentials })
   if want and want:match("^%x+$") and #want == 40 then
+    want = want:lower()
+    for _, id in pairs(heads) do
+      if id == want then
+        return want
+      end
+    end
+    -- A commit no ref points at is not advertised: look it up in the repository itself.
+    local ok, exists = pcall(commit_exists, git, url, want, config.credentials)
+    if not ok then
+      error(tide.error("EINPUT", string.format("%s: %s: %s", file, a.place,
+        message_of(exists))), 0)
+    end
+    if not exists then
+      error(tide.error("EINPUT", string.format("%s: %s: revision '%s' does not exist in '%s'",
+        file, a.place, want, git.redact_url(url))), 0)
+    end
     return want
   end
   local candidates
@@ -231,20 +291,22 @@ function M.resolve_source(a, fixed, config)
       return heads[ref]
     end
   end
-  error(tide.error("EINPUT", string.format("%s: %s '%s' does not resolve in '%s'", a.place,
-    want and "revision" or "branch", want or config.branch or "HEAD", url)), 0)
+  error(tide.error("EINPUT", string.format("%s: %s: %s '%s' does not resolve in '%s'", file,
+    a.place, want and "revision" or "branch", want or config.branch or "HEAD",
+    git.redact_url(url))), 0)
 end
 
 local KIND = {}
+local commit_success
 
 function KIND.source(ex, a, ctx)
   local git = need("tide.git", "source action " .. a.id)
-  local rev = ex.revisions[a.name] or M.resolve_source(a, nil, ctx.config)
+  local rev = ex.revisions[a.name] or M.resolve_source(ex.plan.file, a, nil, ctx.config)
   local dir = ctx.outputs[a.outputs[1]]
   fs.rm_r(dir)
-  local repo = git_call(a, git.checkout_to, ctx.config.git, rev, dir,
+  local repo = git_call(ex.plan.file, a, git.checkout_to, ctx.config.git, rev, dir,
     { credentials = ctx.config.credentials })
-  local info = git_call(a, repo.commit_info, repo, rev)
+  local info = git_call(ex.plan.file, a, repo.commit_info, repo, rev)
   fs.rm_r(dir .. "/.git")
   local name = ctx.config.git:gsub("/+$", ""):match("([^/]+)$") or ctx.config.git
   -- A push trigger's branch wins over the configured one (CodePipeline ignores it there).
@@ -262,12 +324,17 @@ end
 
 function KIND.build(ex, a, ctx)
   local buildspec = need("tide.buildspec", "build action " .. a.id)
-  local src = ctx.dir .. "/src"
+  -- The build's copy of its source lives outside the tide home, as the build's own shell
+  -- directory does: a sandboxed build cannot reach into the (0700) home. It is scratch: each
+  -- attempt copies its input again.
+  local src = string.format("%s/tide-pipeline-%d-%s-%s-%d", (os.getenv("TMPDIR") or "/tmp")
+    :gsub("/+$", ""), ex.id, a.stage, a.name, ctx.attempt)
   fs.rm_r(src)
   local ok, err = fs.copy_tree(ctx.inputs[a.inputs[1]], src)
   if not ok then
     error(tide.error("EINPUT", err), 0)
   end
+  local _ <close> = setmetatable({}, { __close = function() pcall(fs.rm_r, src) end })
   local env = {}
   for k, v in pairs(ctx.env or {}) do
     env[k] = v
@@ -400,6 +467,51 @@ local function make_ctx(ex, a, attempt, resolved)
   return ctx
 end
 
+--- Commits the success of action a (fields of its row) before returning. Successes that come
+--- in the same turn of the loop share one transaction: the first task to arrive waits one turn
+--- for the others, then commits them all; each task still returns only once its own success is
+--- in the store. A task cancelled before the commit withdraws its success (it ends Abandoned,
+--- as if cancelled just before recording it).
+commit_success = function(ex, a, fields)
+  local b = ex.batch
+  if b then
+    local item = { a = a, fields = fields }
+    b.items[#b.items + 1] = item
+    while not b.done do
+      local ok, err = pcall(tide.sleep, 0)
+      if not ok then
+        if not b.done then
+          item.withdrawn = true
+        end
+        error(err, 0)
+      end
+    end
+    if b.err then
+      error(b.err, 0)
+    end
+    return
+  end
+  b = { items = { { a = a, fields = fields } } }
+  ex.batch = b
+  -- Cancelled or not, the leader commits: the others wait for it.
+  local waited, cancel = pcall(tide.sleep, 0)
+  ex.batch = nil
+  local ok, err = pcall(state.db().tx, function()
+    for _, item in ipairs(b.items) do
+      if not item.withdrawn then
+        state.set_action(ex.id, item.a.stage, item.a.name, item.fields)
+      end
+    end
+  end)
+  b.done, b.err = true, not ok and err or nil
+  if not ok then
+    error(err, 0)
+  end
+  if not waited then
+    error(cancel, 0)
+  end
+end
+
 --- The body of an action's task: runs it and commits its success with its outputs.
 local function action_body(ex, a, attempt)
   local sc = scope(ex)
@@ -417,11 +529,12 @@ local function action_body(ex, a, attempt)
   for k, v in pairs(vars or {}) do
     out[tostring(k)] = tide.mask(tostring(v))
   end
-  if #json.encode(out) > 122880 then
+  local encoded = json.encode(out)
+  if #encoded > 122880 then
     error(tide.error("ELIMIT", a.id .. ": output variables exceed 122,880 bytes"), 0)
   end
-  state.set_action(ex.id, a.stage, a.name, { status = "Succeeded", ended_us = state.now_us(),
-    outputs = json.encode(out), artifacts = json.encode(refs),
+  commit_success(ex, a, { status = "Succeeded", ended_us = state.now_us(), outputs = encoded,
+    artifacts = next(refs) and json.encode(refs) or "{}",
     details = details and json.encode(details) or json.null, message = json.null })
   if a.namespace then
     ex.outputs[a.namespace] = out
@@ -440,17 +553,37 @@ end
 local function run_group(ex, stage, group)
   local todo = {}
   local rows = {}
-  for _, r in ipairs(state.db().rows("SELECT action, status, attempt FROM pipeline_actions WHERE "
-    .. "execution = ? AND stage = ?", ex.id, stage.name)) do
+  for _, r in ipairs(state.db().rows("SELECT action, status, attempt, started_us, deadline_us "
+    .. "FROM pipeline_actions WHERE execution = ? AND stage = ?", ex.id, stage.name)) do
     rows[r.action] = r
   end
   local ok = true
+  local now = state.now_us()
   for _, a in ipairs(group) do
     local r = rows[a.name]
     if r.status == "Failed" or r.status == "Abandoned" then
       ok = false -- finished: it does not run again unless retried
     elseif r.status ~= "Succeeded" then
-      todo[#todo + 1] = { a = a, attempt = r.attempt + 1 }
+      local t = { a = a, attempt = r.attempt + 1 }
+      if r.status == "InProgress" and r.started_us then
+        -- Resumed after its tide died: it keeps its start and its deadline.
+        t.started_us, t.deadline_us = r.started_us, r.deadline_us
+        if t.deadline_us and t.deadline_us <= now then
+          t.expired = true
+        end
+      else
+        t.started_us = now
+        t.deadline_us = a.kind ~= "approval" and (now + math.floor(a.timeout * 1e6)) or nil
+      end
+      if t.expired then
+        ok = false
+        local why = string.format("timed out after %gs", a.timeout)
+        state.set_action(ex.id, stage.name, a.name, { status = "Failed", ended_us = now,
+          message = why })
+        say("%s Failed: %s", a.id, why)
+      else
+        todo[#todo + 1] = t
+      end
     end
   end
   if #todo == 0 then
@@ -458,23 +591,22 @@ local function run_group(ex, stage, group)
   end
   -- One transaction records every start of the group before any of them runs.
   local run_id = require("tide._runtime").run_id()
-  local now = state.now_us()
   state.db().tx(function()
     for _, t in ipairs(todo) do
       state.set_action(ex.id, stage.name, t.a.name, { status = "InProgress", attempt = t.attempt,
-        run_id = run_id, started_us = now, ended_us = json.null, message = json.null })
+        run_id = run_id, started_us = t.started_us, deadline_us = t.deadline_us or json.null,
+        ended_us = json.null, message = json.null })
     end
   end)
   for _, t in ipairs(todo) do
-    t.started = tide.monotime()
     t.task = tide.spawn(t.a.id, action_body, ex, t.a, t.attempt)
     ex.running[t.task] = true
   end
   for _, t in ipairs(todo) do
     local a = t.a
-    local timeout = a.kind ~= "approval" and a.timeout or nil
+    local timeout = t.deadline_us and a.timeout or nil
     local wok, res, msg = pcall(t.task.wait, t.task,
-      timeout and math.max(0.001, timeout - (tide.monotime() - t.started)))
+      t.deadline_us and math.max(0.001, (t.deadline_us - state.now_us()) / 1e6))
     local status, why
     if wok and res == nil and msg == "timeout" then
       t.task:cancel()
@@ -564,15 +696,54 @@ local function reset_actions(ex, stage, only_failed)
 end
 M.reset_actions = reset_actions
 
+--- The execution a rollback of stage returns to: the last normal execution that succeeded in it
+--- under the same structure; nil and the reason when there is none or none is allowed.
+local function rollback_target(ex, stage)
+  if ex.kind == "rollback" then
+    -- A rollback execution's own failure just fails it.
+    return nil, "a rollback execution is not rolled back"
+  end
+  if ex.plan.mode == "PARALLEL" then
+    return nil, "no rollback in PARALLEL mode"
+  end
+  local target = state.db().row("SELECT e.id FROM pipeline_executions e JOIN pipeline_stages s "
+    .. "ON s.execution = e.id WHERE e.pipeline = ? AND e.kind = 'normal' AND e.structure = ? "
+    .. "AND s.stage = ? AND s.status = 'Succeeded' AND e.id <> ? ORDER BY e.id DESC LIMIT 1",
+    ex.plan.name, ex.plan.structure, stage.name, ex.id)
+  if not target then
+    return nil, "no earlier execution succeeded in this stage: no rollback"
+  end
+  return target.id
+end
+
 --- Runs a stage it has entered. Returns "Succeeded", "Failed", "Skipped" or "Stopped", and
---- whether a rollback is asked for.
+--- whether the execution goes on after a failure (on_failure SKIP).
 local function run_stage(ex, stage)
   local row = state.db().row("SELECT * FROM pipeline_stages WHERE execution = ? AND stage = ?",
     ex.id, stage.name)
-  local function finish(status, msg)
-    state.set_stage(ex.id, stage.name, { status = status, ended_us = state.now_us(),
-      message = msg or json.null })
+  --- Records the stage's final state and, with wants_rollback, the rollback decision in the
+  --- same transaction: a tide killed right after it leaves a pending rollback to start.
+  local function finish(status, msg, wants_rollback)
+    local target, why
+    state.db().tx(function()
+      state.set_stage(ex.id, stage.name, { status = status, ended_us = state.now_us(),
+        message = msg or json.null })
+      -- The stage is released with its final state (one commit fewer per stage).
+      state.db().exec("DELETE FROM pipeline_locks WHERE pipeline = ? AND stage = ? AND "
+        .. "execution = ?", ex.plan.name, stage.name, ex.id)
+      if wants_rollback then
+        target, why = rollback_target(ex, stage)
+        if target then
+          state.db().exec("INSERT INTO pipeline_rollbacks (pipeline, stage, target, "
+            .. "from_execution, created_us) VALUES (?, ?, ?, ?, ?)", ex.plan.name, stage.name,
+            target, ex.id, state.now_us())
+        end
+      end
+    end)
     say("%s %s%s", stage.name, status, msg and (": " .. msg) or "")
+    if wants_rollback and not target then
+      say("%s: %s", stage.name, why)
+    end
     return status
   end
   if row.status ~= "InProgress" then
@@ -591,9 +762,10 @@ local function run_stage(ex, stage)
     end
   end
   while true do
-    local ok = true
+    local ok, complete = true, true
     for _, group in ipairs(stage.groups) do
       if ex.stop then
+        complete = false
         break
       end
       ok = run_group(ex, stage, group)
@@ -601,15 +773,16 @@ local function run_stage(ex, stage)
         break -- the next group starts only after every action of this one succeeded
       end
     end
-    if ex.stop then
+    -- A stop that came while the last actions finished well leaves a succeeded stage.
+    if ex.stop and not (ok and complete) then
       return finish("Stopped", ex.stop == "abandon" and "stopped (abandoned)" or "stopped")
     end
     if ok then
       if stage.on_success then
         local met, why = condition_met(ex, stage, stage.on_success)
         if not met then
-          return finish("Failed", "success condition not met: " .. why),
-            stage.on_success.result == "ROLLBACK"
+          return finish("Failed", "success condition not met: " .. why,
+            stage.on_success.result == "ROLLBACK")
         end
       end
       return finish("Succeeded")
@@ -626,13 +799,24 @@ local function run_stage(ex, stage)
       end)
       row.attempt = row.attempt + 1
     elseif c.result == "SKIP" then
-      return finish("Failed", "an action failed; the execution goes on (on_failure SKIP)"), false,
-        true
+      return finish("Failed", "an action failed; the execution goes on (on_failure SKIP)"), true
     elseif c.result == "ROLLBACK" then
-      return finish("Failed", "an action failed"), true
+      return finish("Failed", "an action failed", true)
     else
       return finish("Failed", "an action failed; automatic retries used up")
     end
+  end
+end
+
+--- The body of a stage's task: its span ends failed when the stage fails, cancelled when it is
+--- stopped, so the live view and the span tree show what the store says. The outcome is left in
+--- out for the engine.
+local function stage_task(ex, stage, out)
+  out.result, out.goes_on = run_stage(ex, stage)
+  if out.result == "Failed" then
+    error(tide.error("EFAILED", "stage " .. stage.name .. " failed"), 0)
+  elseif out.result == "Stopped" then
+    tide.current():cancel()
   end
 end
 
@@ -658,37 +842,57 @@ local function watch_requests(ex)
   return timer
 end
 
---- Starts a rollback of stage for ex (a new execution reusing the outputs of the last one that
---- succeeded in it), through a child tide so that it is a run of its own.
-local function rollback(ex, stage)
-  if ex.plan.mode == "PARALLEL" then
-    say("%s: no rollback in PARALLEL mode", stage.name)
-    return
-  end
-  local target = state.db().row("SELECT e.id FROM pipeline_executions e JOIN pipeline_stages s "
-    .. "ON s.execution = e.id WHERE e.pipeline = ? AND e.kind = 'normal' AND e.structure = ? "
-    .. "AND s.stage = ? AND s.status = 'Succeeded' AND e.id <> ? ORDER BY e.id DESC LIMIT 1",
-    ex.plan.name, ex.plan.structure, stage.name, ex.id)
-  if not target then
-    say("%s: no earlier execution succeeded in this stage: no rollback", stage.name)
-    return
-  end
-  say("%s: rolling back to execution %d", stage.name, target.id)
+--- Starts the pending rollback row r as a child tide, so that the rollback is a run of its own;
+--- waits for it. The child claims the row when it creates its execution: of two tides starting
+--- the same row, one runs it.
+local function start_rollback(plan, r)
+  say("%s: rolling back to execution %d", r.stage, r.target)
   local proc = require("tide.proc")
-  local r = proc.run({ require("tide.uv").exepath(), "--home", home(), "run", ex.plan.file,
-    "--rollback", stage.name, "--target", tostring(target.id) })
-  say("%s: rollback %s", stage.name, r.code == 0 and "succeeded" or "failed")
+  proc.run({ require("tide.uv").exepath(), "--home", home(), "run", plan.file,
+    "--rollback", r.stage, "--target", tostring(r.target), "--pending", tostring(r.id) })
+  local claimed = state.db().row("SELECT x.id, x.status FROM pipeline_rollbacks b JOIN "
+    .. "pipeline_executions x ON x.id = b.execution WHERE b.id = ?", r.id)
+  if claimed then
+    say("%s: rollback execution %d %s", r.stage, claimed.id, claimed.status)
+  else
+    -- Refused before it began (the pipeline changed, the target is gone): not tried again.
+    state.db().exec("UPDATE pipeline_rollbacks SET execution = 0 WHERE id = ? AND execution IS "
+      .. "NULL", r.id)
+    say("%s: the rollback did not start", r.stage)
+  end
+end
+
+--- Starts the rollbacks execution id decided (or, without id, those of plan's pipeline whose
+--- deciding execution has ended or whose tide died before starting them).
+function M.start_pending(plan, id)
+  local d = state.db()
+  local rows
+  if id then
+    rows = d.rows("SELECT * FROM pipeline_rollbacks WHERE from_execution = ? AND execution IS "
+      .. "NULL ORDER BY id", id)
+  else
+    rows = {}
+    for _, r in ipairs(d.rows("SELECT * FROM pipeline_rollbacks WHERE pipeline = ? AND "
+      .. "execution IS NULL ORDER BY id", plan.name)) do
+      local e = state.execution(r.from_execution)
+      if not e or not (state.ACTIVE[e.status] and state.owner_alive(e)) then
+        rows[#rows + 1] = r
+      end
+    end
+  end
+  for _, r in ipairs(rows) do
+    start_rollback(plan, r)
+  end
 end
 
 --- Runs execution row e of plan to its end in the calling task. Returns the final status.
 function M.execute(plan, e)
   local trigger = state.decode(e.trigger)
   local ex = { id = e.id, plan = plan, vars = state.decode(e.vars), running = {},
-    trigger = trigger, revisions = trigger.revisions or {} }
+    trigger = trigger, revisions = trigger.revisions or {}, kind = e.kind }
   load_outputs(ex)
   local watcher = watch_requests(ex)
   local status, message
-  local rollback_stage
   local stage_rows = {}
   for _, r in ipairs(state.stages(ex.id)) do
     stage_rows[r.stage] = r
@@ -708,24 +912,23 @@ function M.execute(plan, e)
         status = "Stopped"
         break
       end
-      local t = tide.spawn(stage.name, run_stage, ex, stage)
-      local ok, result, wants_rollback, goes_on = pcall(t.wait, t)
-      if not ok then
+      local out = {}
+      local t = tide.spawn(stage.name, stage_task, ex, stage, out)
+      local _, err = pcall(t.wait, t)
+      -- A stage that failed or stopped raised on purpose (for its span): its outcome is in out.
+      local result, goes_on = out.result, out.goes_on
+      if not result then
         release(ex, stage)
         state.set_stage(ex.id, stage.name, { status = "Failed", ended_us = state.now_us(),
-          message = message_of(result) })
-        status, message = "Failed", stage.name .. ": " .. message_of(result)
+          message = message_of(err) })
+        status, message = "Failed", stage.name .. ": " .. message_of(err)
         break
       end
-      release(ex, stage)
       if result == "Stopped" then
         status = "Stopped"
         break
       elseif result == "Failed" and not goes_on then
         status, message = "Failed", "stage " .. stage.name .. " failed"
-        if wants_rollback then
-          rollback_stage = stage
-        end
         break
       elseif result == "Failed" then
         failed_through = true
@@ -756,9 +959,7 @@ function M.execute(plan, e)
     fs.rm_r(string.format("%s/pipelines/work/%d", home(), ex.id))
   end
   say("%s: execution %d %s%s", plan.name, ex.id, status, message and (": " .. message) or "")
-  if rollback_stage then
-    rollback(ex, rollback_stage)
-  end
+  M.start_pending(plan, ex.id)
   return status
 end
 

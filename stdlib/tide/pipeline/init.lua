@@ -58,7 +58,7 @@ function M.resolve_sources(plan, fixed, vars)
   for _, a in ipairs(plan.stages[1].actions) do
     if a.kind == "source" then
       local config = variables.resolve_all(a.config, scope, a.place)
-      revs[a.name] = engine.resolve_source(a, fixed and fixed[a.name], config)
+      revs[a.name] = engine.resolve_source(plan.file, a, fixed and fixed[a.name], config)
     end
   end
   return revs
@@ -98,12 +98,24 @@ function M.run(plan, opts)
     return "DryRun"
   end
   state.db()
+  if not opts.rollback then
+    -- Rollbacks decided by executions whose tide died before starting them.
+    engine.start_pending(plan)
+  end
   if not opts.new and not opts.rollback and not opts.trigger then
     for _, e in ipairs(state.executions(plan.name, 20)) do
       if state.shown_status(e) == "Interrupted" then
         if e.structure ~= plan.structure then
           input("%s: execution %d was interrupted, and the pipeline has changed since; "
             .. "start a new one with --new", plan.file, e.id)
+        end
+        -- A resumed execution keeps the variables it started with.
+        local had = state.decode(e.vars)
+        for k, v in pairs(opts.vars or {}) do
+          if had[k] ~= v then
+            input("%s: --var %s cannot change interrupted execution %d, which runs with %s=%s; "
+              .. "start a new one with --new", plan.file, k, e.id, k, tostring(had[k]))
+          end
         end
         if state.take_over(e.id, run_id, e.owner_run) then
           print(string.format("%s: resuming interrupted execution %d", plan.name, e.id))
@@ -125,7 +137,7 @@ function M.run(plan, opts)
   local e = { id = run_id, pipeline = plan.name, file = abs(plan.file), structure = plan.structure,
     mode = plan.mode, vars = vars, trigger = trigger }
   if opts.rollback then
-    return M.start_rollback(plan, e, opts.rollback, opts.target)
+    return M.start_rollback(plan, e, opts.rollback, opts.target, opts.pending)
   end
   trigger.revisions = M.resolve_sources(plan, fixed, vars)
   state.create(e, plan)
@@ -137,9 +149,14 @@ function M.run(plan, opts)
 end
 
 --- A rollback execution: the stages before `stage` are those of execution target (reused
---- revisions, artifacts and variables), then `stage` runs again.
-function M.start_rollback(plan, e, stage_name, target_id)
+--- revisions, artifacts and variables), then `stage` runs again. pending: the
+--- pipeline_rollbacks row it carries out, claimed in the transaction that creates it.
+function M.start_rollback(plan, e, stage_name, target_id, pending)
   local d = state.db()
+  if plan.mode == "PARALLEL" then
+    input("%s: pipeline '%s' runs in PARALLEL mode, where stages cannot be rolled back",
+      plan.file, plan.name)
+  end
   local target = state.execution(tonumber(target_id) or -1)
     or input("no execution %s to roll back to", tostring(target_id))
   if target.kind == "rollback" then
@@ -170,7 +187,14 @@ function M.start_rollback(plan, e, stage_name, target_id)
   for i = 1, si do
     reduced.stages[i] = plan.stages[i]
   end
-  d.tx(function()
+  local claimed = d.tx(function()
+    if pending then
+      local n = d.exec("UPDATE pipeline_rollbacks SET execution = ? WHERE id = ? AND execution "
+        .. "IS NULL", e.id, pending)
+      if n ~= 1 then
+        return false
+      end
+    end
     state.create(e, reduced)
     for i = 1, si - 1 do
       local s = plan.stages[i]
@@ -183,7 +207,11 @@ function M.start_rollback(plan, e, stage_name, target_id)
           message = "from execution " .. target.id })
       end
     end
+    return true
   end)
+  if not claimed then
+    conflict("rollback %s was started already", tostring(pending))
+  end
   return require("tide.pipeline.engine").execute(plan, state.execution(e.id))
 end
 
@@ -217,10 +245,10 @@ function M.approve(id, path, status, summary)
     local a = d.row("SELECT * FROM pipeline_approvals WHERE execution = ? AND stage = ? AND "
       .. "action = ?", e.id, stage, action)
     if not a or a.status ~= "Pending" or not state.ACTIVE[e.status] then
-      conflict("execution %d is not waiting for approval at %s", e.id, path)
+      input("execution %d is not waiting for approval at %s", e.id, path)
     end
     if state.now_us() >= a.expires_us then
-      conflict("the approval %s of execution %d has expired", path, e.id)
+      input("the approval %s of execution %d has expired", path, e.id)
     end
     d.exec("UPDATE pipeline_approvals SET status = ?, summary = ?, decided_us = ? WHERE "
       .. "execution = ? AND stage = ? AND action = ?", status, summary or "", state.now_us(),
@@ -255,9 +283,10 @@ function M.stop(id, how)
 end
 
 --- Prepares execution id for a retry in this run: stage (default the first one not finished)
---- and its actions (only the failed ones with failed_only) are reset; later stages too.
+--- and its actions are reset: those that did not succeed, or all of them with mode
+--- "ALL_ACTIONS"; later stages entirely.
 --- Returns the execution row, taken over by this run.
-function M.prepare_retry(plan, id, stage_name, failed_only)
+function M.prepare_retry(plan, id, stage_name, mode)
   local d = state.db()
   local run_id = require("tide._runtime").run_id()
   return d.tx(function()
@@ -295,7 +324,9 @@ function M.prepare_retry(plan, id, stage_name, failed_only)
       conflict("stage %s of execution %d was skipped: a skipped stage cannot be retried",
         target.stage, e.id)
     end
-    if target.status == "Pending" then
+    -- An execution stopped between stages goes on with the next one; a stage named by hand
+    -- must have been entered.
+    if target.status == "Pending" and stage_name then
       conflict("execution %d never entered stage %s: it cannot be retried there", e.id,
         target.stage)
     end
@@ -318,7 +349,7 @@ function M.prepare_retry(plan, id, stage_name, failed_only)
         end
       end
       if r and r.idx >= target.idx then
-        engine.reset_actions(ex, s, failed_only and r.idx == target.idx)
+        engine.reset_actions(ex, s, mode ~= "ALL_ACTIONS" and r.idx == target.idx)
         state.set_stage(e.id, s.name, { status = "Pending", ended_us = state.now_us(),
           message = json.null })
       end
@@ -332,16 +363,41 @@ function M.prepare_retry(plan, id, stage_name, failed_only)
 end
 
 --- Retries execution id in this run (see prepare_retry) and runs it to its end.
-function M.retry(plan, id, stage_name, failed_only)
-  local e = M.prepare_retry(plan, id, stage_name, failed_only)
+function M.retry(plan, id, stage_name, mode)
+  local e = M.prepare_retry(plan, id, stage_name, mode)
   print(string.format("%s: retrying execution %d", plan.name, e.id))
   return require("tide.pipeline.engine").execute(plan, e)
 end
 
 --- Disables the transition into stage of pipeline (executions wait in front of it) or, with
---- enabled, enables it again.
-function M.transition(pipeline, stage, enabled, reason)
+--- enabled, enables it again. The stage is checked against plan when given (a declaration),
+--- else against the newest execution of the pipeline; a pipeline with neither is refused.
+function M.transition(pipeline, stage, enabled, reason, plan)
   local d = state.db()
+  local names = {}
+  if plan then
+    for _, s in ipairs(plan.stages) do
+      names[#names + 1] = s.name
+    end
+  else
+    local last = d.row("SELECT id FROM pipeline_executions WHERE pipeline = ? AND kind = "
+      .. "'normal' ORDER BY id DESC LIMIT 1", pipeline)
+    if not last then
+      input("no pipeline '%s' has run with this home: give its file (tide transition FILE.lua "
+        .. "STAGE) or run it once first", tostring(pipeline))
+    end
+    for _, r in ipairs(state.stages(last.id)) do
+      names[#names + 1] = r.stage
+    end
+  end
+  local known = false
+  for _, n in ipairs(names) do
+    known = known or n == stage
+  end
+  if not known then
+    input("pipeline '%s' has no stage '%s' (its stages: %s)", pipeline, tostring(stage),
+      table.concat(names, ", "))
+  end
   if enabled then
     d.exec("DELETE FROM pipeline_transitions WHERE pipeline = ? AND stage = ?", pipeline, stage)
   else

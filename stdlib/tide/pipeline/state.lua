@@ -67,6 +67,18 @@ local SCHEMA = {
     PRIMARY KEY (pipeline, url, ref)
   );
   ]],
+  [[
+  -- A rollback decided by a failed stage, recorded with the stage's final state; execution is
+  -- the rollback execution once one has claimed it.
+  CREATE TABLE pipeline_rollbacks (
+    id INTEGER PRIMARY KEY, pipeline TEXT NOT NULL, stage TEXT NOT NULL,
+    target INTEGER NOT NULL, from_execution INTEGER NOT NULL, created_us INTEGER NOT NULL,
+    execution INTEGER
+  );
+  CREATE INDEX pipeline_rollbacks_pending ON pipeline_rollbacks (pipeline, execution);
+  -- When a running action must end: kept when its tide dies and another resumes it.
+  ALTER TABLE pipeline_actions ADD COLUMN deadline_us INTEGER;
+  ]],
 }
 
 local db

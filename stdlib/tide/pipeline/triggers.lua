@@ -287,6 +287,12 @@ function M.check(file, plan, triggers)
             src = a
           end
         end
+        -- The revision a push fires with goes to the source action reading that repository;
+        -- without one the execution would check out something else.
+        if not src then
+          fail(file, place, "no source action of the first stage reads '%s': a push trigger "
+            .. "needs one (or name it with 'source')", tostring(t.git))
+        end
       else
         fail(file, place, "a trigger needs 'git' (or 'source') or 'schedule'")
       end
@@ -308,20 +314,47 @@ end
 
 -- tide watch ----------------------------------------------------------------------------------
 
---- The paths changed between revisions old and new of url (a throwaway clone).
-local function changed_paths(git, url, old, new)
+--- A bare clone of url kept under the home (one per URL), fetched again on each call: what
+--- tide watch reads changed paths from, and where a commit id is looked up. Returns the repo.
+function M.mirror(git, url, credentials)
   local fs = require("tide.fs")
-  local dir = string.format("%s/pipelines/watch/%d", require("tide._store").home(),
-    math.floor(tide.now() * 1e6))
-  fs.mkdir_p(dir)
-  local repo, msg = git.clone(url, dir)
-  if not repo then
-    fs.rm_r(dir)
-    error(tide.error("EGIT", string.format("cannot clone '%s': %s", url, tostring(msg))), 0)
+  local h = 0xcbf29ce484222325
+  for i = 1, #url do
+    h = (h ~ url:byte(i)) * 0x100000001b3
   end
-  local paths = repo:changed_paths(old, new)
+  local root = require("tide._store").home() .. "/pipelines/mirrors"
+  local dir = string.format("%s/%016x", root, h)
+  local ok, repo = pcall(git.open, dir)
+  if ok and repo then
+    local fetched, err = pcall(repo.fetch, repo, { credentials = credentials })
+    if fetched then
+      return repo
+    end
+    print(string.format("cannot fetch '%s' into its mirror (%s): cloning it again",
+      git.redact_url(url), type(err) == "table" and err.message or tostring(err)))
+  end
   fs.rm_r(dir)
-  return paths or {}
+  fs.mkdir_p(root)
+  -- Cloned beside, then renamed: a tide killed mid-clone leaves no half mirror in place.
+  local tmp = string.format("%s.%d", dir, math.floor(tide.now() * 1e6))
+  local cloned, msg = pcall(git.clone, url, tmp, { bare = true, credentials = credentials })
+  if not cloned or not msg then
+    fs.rm_r(tmp)
+    error(tide.error("EGIT", string.format("cannot clone '%s': %s", git.redact_url(url),
+      type(msg) == "table" and msg.message or tostring(msg))), 0)
+  end
+  local moved, err = os.rename(tmp, dir)
+  if not moved then
+    fs.rm_r(tmp)
+    error(tide.error("EGIT", "cannot keep the mirror of '" .. url .. "': " .. tostring(err)), 0)
+  end
+  return git.open(dir)
+end
+
+--- The paths changed between revisions old and new of url (read from its mirror).
+local function changed_paths(git, url, old, new, credentials)
+  local repo = M.mirror(git, url, credentials)
+  return repo:changed_paths(old, new) or {}
 end
 
 --- Polls plan's git sources and schedules every opts.interval seconds (once with opts.once)
@@ -334,25 +367,31 @@ function M.watch(plan, opts)
   local exe = require("tide.uv").exepath()
   local home = require("tide._store").home()
   local children = {}
-  local function fire(kind, source, ref, revision)
-    local _, id = d.exec("INSERT INTO pipeline_triggers (pipeline, kind, source, ref, revision, "
-      .. "fired_us) VALUES (?, ?, ?, ?, ?, ?)", plan.name, kind, source, ref, revision,
-      state.now_us())
+  local function set_head(url, ref, rev)
+    d.exec("INSERT OR REPLACE INTO pipeline_heads (pipeline, url, ref, revision) VALUES "
+      .. "(?, ?, ?, ?)", plan.name, url, ref, rev)
+  end
+  --- Records the firing and the head that caused it in one transaction: a tide killed after it
+  --- has the trigger to start; one killed before it sees the push again.
+  local function fire(kind, source, ref, revision, head_url, head_ref, head_rev)
+    local id = d.tx(function()
+      local _, rowid = d.exec("INSERT INTO pipeline_triggers (pipeline, kind, source, ref, "
+        .. "revision, fired_us) VALUES (?, ?, ?, ?, ?, ?)", plan.name, kind, source, ref, revision,
+        state.now_us())
+      set_head(head_url, head_ref, head_rev)
+      return rowid
+    end)
     print(string.format("%s: trigger %d: %s %s %s", plan.name, id, kind, ref or "",
       revision or ""))
     children[#children + 1] = tide.spawn("trigger " .. id, function()
       return proc.run({ exe, "--home", home, "--plain", "run", plan.file, "--trigger",
-        tostring(id), on_line = print })
+        tostring(id), on_line = function(line) print(line) end })
     end)
   end
   local function head(url, ref)
     local r = d.row("SELECT revision FROM pipeline_heads WHERE pipeline = ? AND url = ? AND "
       .. "ref = ?", plan.name, url, ref)
     return r and r.revision
-  end
-  local function set_head(url, ref, rev)
-    d.exec("INSERT OR REPLACE INTO pipeline_heads (pipeline, url, ref, revision) VALUES "
-      .. "(?, ?, ?, ?)", plan.name, url, ref, rev)
   end
   local by_url = {}
   for _, t in ipairs(plan.triggers) do
@@ -361,7 +400,17 @@ function M.watch(plan, opts)
       table.insert(by_url[t.git], t)
     end
   end
+  local rollbacks
   while true do
+    -- Rollbacks decided by executions whose tide died before starting them.
+    local idle = not rollbacks or rollbacks:status() == "done" or rollbacks:status() == "failed"
+    if idle and d.row("SELECT 1 AS x FROM pipeline_rollbacks WHERE pipeline = ? AND execution "
+      .. "IS NULL LIMIT 1", plan.name) then
+      if rollbacks then
+        pcall(rollbacks.wait, rollbacks)
+      end
+      rollbacks = tide.spawn("rollbacks", require("tide.pipeline.engine").start_pending, plan)
+    end
     for url, triggers in pairs(by_url) do
       local ok, git = pcall(require, "tide.git")
       if not ok then
@@ -392,11 +441,12 @@ function M.watch(plan, opts)
       for _, ref in ipairs(refs) do
         local rev, old = heads[ref], head(url, ref)
         if old ~= rev then
-          set_head(url, ref, rev)
+          local fired = false
           if known then
             local paths
             local function changed()
-              paths = paths or changed_paths(git, url, old or base or rev, rev)
+              paths = paths or changed_paths(git, url, old or base or rev, rev,
+                triggers[1].credentials)
               return paths
             end
             for _, t in ipairs(triggers) do
@@ -404,10 +454,14 @@ function M.watch(plan, opts)
               if not matched then
                 print(string.format("%s: %s", plan.name, tostring(why)))
               elseif why then
-                fire("push", t.source, ref, rev)
+                fire("push", t.source, ref, rev, url, ref, rev)
+                fired = true
                 break
               end
             end
+          end
+          if not fired then
+            set_head(url, ref, rev)
           end
         end
       end
@@ -416,11 +470,12 @@ function M.watch(plan, opts)
       if t.kind == "schedule" then
         local now = tide.now()
         local due = tonumber(head("schedule", t.schedule))
+        local next_due = tostring(M.next_time(t.cron, now))
         if due and now >= due then
-          fire("schedule", nil, t.schedule, os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(due)))
-        end
-        if not due or now >= due then
-          set_head("schedule", t.schedule, tostring(M.next_time(t.cron, now)))
+          fire("schedule", nil, t.schedule, os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(due)),
+            "schedule", t.schedule, next_due)
+        elseif not due then
+          set_head("schedule", t.schedule, next_due)
         end
       end
     end
@@ -431,6 +486,9 @@ function M.watch(plan, opts)
   end
   for _, c in ipairs(children) do
     pcall(c.wait, c)
+  end
+  if rollbacks then
+    pcall(rollbacks.wait, rollbacks)
   end
 end
 
