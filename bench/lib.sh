@@ -1,9 +1,10 @@
 # Shared by the bench/*.sh scripts (sourced, not run). They build nothing: they use $TIDE_BIN
-# (default build/tide) and build/bench/spawn_baseline ($SPAWN_BASELINE), run from the repo root,
-# and keep their scratch files under $BENCH_DIR (default build/bench/work, the disk of the tree).
+# (default build/tide) and the spawn_baseline built next to it ($SPAWN_BASELINE, default
+# bench/spawn_baseline in the binary's build directory), run from the repo root, and keep their
+# scratch files under $BENCH_DIR (default build/bench/work, the disk of the tree).
 cd "$(dirname "$0")/.." || exit 2
 TIDE=${TIDE_BIN:-build/tide}
-BASELINE=${SPAWN_BASELINE:-build/bench/spawn_baseline}
+BASELINE=${SPAWN_BASELINE:-$(dirname "$TIDE")/bench/spawn_baseline}
 BENCH_DIR=${BENCH_DIR:-build/bench/work}
 for f in "$TIDE"; do
   [ -x "$f" ] || { echo "bench: $f is missing: build first (cmake --build build)" >&2; exit 2; }
