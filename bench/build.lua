@@ -27,23 +27,31 @@ f:close()
 
 local sandboxed = proc.run({ "true", sandbox = { writable = { work } }, log = false }) and true
 
-local function best(fn)
-  local b = math.huge
-  for _ = 1, n do
-    local t0 = tide.monotime()
-    fn()
-    b = math.min(b, tide.monotime() - t0)
-  end
-  return b
+-- Best of n each, the two alternating so that a change of load on the machine touches both.
+-- A build does not wait for its shell to exit (the shell ends on its own after the last
+-- phase); a short untimed pause after each run lets that exit finish, so that neither the
+-- next build nor the next baseline run shares the machine with it.
+local function timed(fn)
+  local t0 = tide.monotime()
+  fn()
+  local t = tide.monotime() - t0
+  tide.sleep(0.02)
+  return t
 end
 
-local base = best(function()
+local function run_base()
   local r = proc.run({ "bash", "-e", work .. "/script.sh", cwd = work, log = false,
     sandbox = sandboxed and { network = false, writable = { work } } or nil })
   assert(r.ok)
-end)
-local build = best(function()
+end
+local function run_build()
   local r = bs.run({ src = work, project = "bench", quiet = true, sandbox = sandboxed })
   assert(r.status == "SUCCEEDED", r.status)
-end)
-io.stdout:write(string.format("%.4f %.4f %s\n", build, base, sandboxed and "sandboxed" or "plain"))
+end
+
+local base, build = math.huge, math.huge
+for _ = 1, n do
+  base = math.min(base, timed(run_base))
+  build = math.min(build, timed(run_build))
+end
+io.stdout:write(string.format("%.5f %.5f %s\n", build, base, sandboxed and "sandboxed" or "plain"))

@@ -355,6 +355,23 @@ phases:
     assert.truthy(#got.init > 0)
   end)
 
+  it("exports CODEBUILD_BUILD_NUMBER to children, also from a shell started later", function()
+    -- exit 0 ends the shell: the next command runs in a new one, from the saved state.
+    local r, lines = build([[
+version: 0.2
+phases:
+  build:
+    commands:
+      - sh -c 'echo "child=$CODEBUILD_BUILD_NUMBER"'
+      - exit 0
+      - sh -c 'echo "later=$CODEBUILD_BUILD_NUMBER"'
+]], { project = "num" })
+    assert.equal("SUCCEEDED", r.status)
+    local text = "\n" .. table.concat(lines, "\n") .. "\n"
+    assert.truthy(text:find("\nchild=" .. r.number .. "\n", 1, true), text)
+    assert.truthy(text:find("\nlater=" .. r.number .. "\n", 1, true), text)
+  end)
+
   it("numbers builds per project from 1", function()
     local src = h.tmpdir()
     local text = "version: 0.2\nphases:\n  build:\n    commands: ['true']\n"
@@ -608,6 +625,21 @@ describe("buildspec shell: phases sent together", function()
       assert.equal(0, phase(r, "BUILD").finally[1].code)
     end)
   end
+
+  it("keeps a log file only for the phases that logged something", function()
+    -- install fails and ends the phases: PRE_BUILD..UPLOAD_ARTIFACTS never run, so no file
+    -- (DOWNLOAD_SOURCE has the note that the sandbox is off).
+    local r = build("version: 0.2\nphases:\n  install:\n    commands: ['false']\n"
+      .. "  pre_build:\n    commands: ['echo p']\n  build:\n    commands: ['echo b']\n")
+    assert.equal("FAILED", r.status)
+    local names = {}
+    for _, f in ipairs(require("tide.fs").glob(r.log_dir .. "/*")) do
+      names[#names + 1] = f:match("([^/]+)$")
+    end
+    table.sort(names)
+    assert.same({ "DOWNLOAD_SOURCE.log", "FINALIZING.log", "INSTALL.log" }, names)
+    assert.truthy(h.read(r.log_dir .. "/FINALIZING.log"):find("[tide] build ", 1, true))
+  end)
 
   it("stops the shell where a failure stops the build, before the next phase runs", function()
     local r, lines = build([[

@@ -348,7 +348,7 @@ tide.spawn("sleeper", function() tide.sleep(60) end):wait()
       { "show 0", "tide: show: RUN must be a positive integer, not '0' (see 'tide help')" },
       { "show", "tide: show: missing RUN (see 'tide help')" },
       { "show 1 2", "tide: show: unexpected argument '2' (see 'tide help')" },
-      { "logs x", "tide: logs: RUN must be a positive integer, not 'x' (see 'tide help')" },
+      { "logs x", "tide: logs: RUN must be a run number or a build id, not 'x' (see 'tide help')" },
       { "logs 1 y", "tide: logs: SPAN must be a positive integer, not 'y' (see 'tide help')" },
       { "logs 1 -f --json", "tide: logs: -f and --json do not go together (see 'tide help')" },
       { "logs 1 --bogus", "tide: logs: unknown option '--bogus' (see 'tide help')" },

@@ -35,6 +35,7 @@ function M.upload(spec, b, expand, log)
     list[#list + 1] = { spec = s, id = s.id }
   end
   local out_root = b.output or (b.dir .. "/artifacts")
+  local made_root = not fs.exists(out_root)
   assert(fs.mkdir_p(out_root))
   local stage = string.format("%s/.tide-staging-%s", out_root, b.uuid)
   if fs.exists(stage) then
@@ -55,7 +56,7 @@ function M.upload(spec, b, expand, log)
       if not valid_name(name) then
         error(string.format("artifact name '%s' is not a relative path inside the output", name), 0)
       end
-      local sel, collision = files.select(b.src, s, b.home)
+      local sel, collision = files.select(b.src, s, b.home, not b.sandboxed)
       if collision then
         error(collision, 0)
       end
@@ -89,6 +90,10 @@ function M.upload(spec, b, expand, log)
   end)
   if not ok then
     fs.rm_r(stage)
+    if made_root then
+      -- Removes only an empty directory: a failed upload leaves no trace of an output.
+      uv.fs_rmdir(out_root)
+    end
     return nil, type(err) == "table" and err.message or tostring(err)
   end
   -- Everything is there: move each artifact into place, replacing an older one.

@@ -1,8 +1,11 @@
 --- tide.buildspec.files: which files a `files` list selects, as artifacts, reports and the cache
 --- read it: patterns relative to the base directory (or the source directory), `**` crossing
 --- directories, a matched directory standing for everything below it, exclude-paths dropping
---- matches, discard-paths flattening. Absolute patterns name files outside the source directory
---- on purpose; relative ones never leave it (schema refuses `..`).
+--- matches, discard-paths flattening. Absolute patterns (cache.paths only) name files outside
+--- the source directory on purpose; relative ones never leave it: schema refuses `..`, and a
+--- file reached through a directory link leading out of the source, or a link whose target
+--- lies outside it, is never read (the build controls every link in its source and could
+--- otherwise point one at any host file tide can read).
 local tide = require("tide")
 local fs = require("tide.fs")
 local uv = require("tide.uv")
@@ -28,6 +31,24 @@ local function basename(p)
   return p:match("([^/]+)/*$") or p
 end
 
+local function dirname(p)
+  return p:match("^(.*)/[^/]*$") or "."
+end
+
+local function under(path, root)
+  return path == root or root == "/" or path:sub(1, #root + 1) == root .. "/"
+end
+
+--- The real path of a directory, memoized for one selection.
+local function real_dir(memo, d)
+  local r = memo[d]
+  if r == nil then
+    r = uv.fs_realpath(d) or false
+    memo[d] = r
+  end
+  return r
+end
+
 --- The base directories: `base` (a name or a pattern like 'my-build*') under src, or src.
 function M.bases(src, base)
   if not base then
@@ -51,12 +72,40 @@ function M.bases(src, base)
   return out
 end
 
+--- The bases that stay inside src once links are resolved, and a message for the first one
+--- that does not.
+local function contained_bases(src, base, host)
+  if base and base:sub(1, 1) == "/" then
+    if host then
+      return M.bases(src, base)
+    end
+    return {}, string.format("'%s' is absolute: a sandboxed build's files outside the source "
+      .. "are not the host's", base)
+  end
+  local root = uv.fs_realpath(src)
+  local out, err = {}, nil
+  for _, d in ipairs(M.bases(src, base)) do
+    local r = uv.fs_realpath(d)
+    if root and r and under(r, root) then
+      out[#out + 1] = d
+    elseif not err then
+      err = string.format("'%s' leads out of the source directory through a link", d)
+    end
+  end
+  return out, err
+end
+
 --- Selects files. g: {files, base_directory, exclude_paths, discard_paths}. skip: a directory
 --- never selected when it lies inside src (tide's own home, which defaults to SRC/.tide); a
 --- source that itself lies under it (a pipeline's work copy) is selected normally. Returns a
---- list of {path = absolute source path, rel = path inside the result, type = "file"|"link"},
---- sorted by rel, and an error message for a name collision under discard-paths.
-function M.select(src, g, skip)
+--- list of {path = absolute source path, rel = path inside the result, type = "file"|"link",
+--- real = the file a link resolves to, nil when dangling}, sorted by rel, and an error message:
+--- a name collision under discard-paths, or the first path left out because it leads out of
+--- the source directory. g.keep_links (or g.enable_symlinks) keeps a link whose target lies
+--- outside: it is then copied as a link, never read through. host: absolute patterns and
+--- base directories are read from the host (a build without the sandbox, which could read them
+--- itself); without it they are refused.
+function M.select(src, g, skip, host)
   if skip then
     local root = src:gsub("/+$", "")
     if skip:sub(1, #root + 1) ~= root .. "/" then
@@ -64,9 +113,36 @@ function M.select(src, g, skip)
     end
   end
   local seen, out = {}, {}
-  local collision
-  local function add(path, rel, typ)
+  local collision, escape
+  local root = uv.fs_realpath(src)
+  local memo = {}
+  local keep_links = g.keep_links or g.enable_symlinks
+  -- nil when path may be read, else why not. Absolute patterns are checked by their caller.
+  local function escapes(path, typ, absolute)
+    if absolute then
+      return nil
+    end
+    local parent = real_dir(memo, dirname(path))
+    if not (root and parent and under(parent, root)) then
+      return string.format("'%s' lies behind a link that leads out of the source directory",
+        path)
+    end
+    if typ == "link" and not keep_links then
+      local real = uv.fs_realpath(path)
+      if real and not under(real, root) then
+        return string.format("'%s' is a link to '%s', outside the source directory (use "
+          .. "enable-symlinks to keep it as a link)", path, real)
+      end
+    end
+    return nil
+  end
+  local function add(path, rel, typ, absolute)
     if skip and (path == skip or path:sub(1, #skip + 1) == skip .. "/") then
+      return
+    end
+    local why = escapes(path, typ, absolute)
+    if why then
+      escape = escape or why
       return
     end
     if g.discard_paths then
@@ -81,13 +157,32 @@ function M.select(src, g, skip)
       return
     end
     local item = { path = path, rel = rel, type = typ }
+    if typ == "link" then
+      item.real = uv.fs_realpath(path)
+    end
     seen[rel] = item
     out[#out + 1] = item
   end
-  for _, base in ipairs(M.bases(src, g.base_directory)) do
+  local bases
+  bases, escape = contained_bases(src, g.base_directory, host)
+  local abs_base = g.base_directory and g.base_directory:sub(1, 1) == "/"
+  for _, base in ipairs(bases) do
     for _, pat in ipairs(g.files) do
       local cwd = pat:sub(1, 1) ~= "/" and base or nil
-      local matches = fs.glob(pat, { cwd = cwd, hidden = true, exclude = g.exclude_paths })
+      -- `**` never enters a linked directory, but the literal directories a pattern starts
+      -- with are opened as given: one that is a link out of the source is not listed at all.
+      local lead = cwd and pat:match("^([^%*%?%[]*)/") or nil
+      local lead_real = lead and not abs_base and real_dir(memo, join(base, lead))
+      local matches
+      if not cwd and not host then
+        escape = escape or string.format("'%s' is absolute: a sandboxed build's files outside "
+          .. "the source are not the host's", pat)
+      elseif lead_real and not under(lead_real, root or "\0") then
+        escape = escape or string.format("'%s' leads out of the source directory through a "
+          .. "link", join(base, lead))
+      else
+        matches = fs.glob(pat, { cwd = cwd, hidden = true, exclude = g.exclude_paths })
+      end
       for _, m in ipairs(matches or {}) do
         local full = cwd and join(base, m) or m
         local rel = cwd and m or m:gsub("^/+", "")
@@ -96,7 +191,11 @@ function M.select(src, g, skip)
         if inside_skip then
           st = nil
         end
-        if st and st.type == "directory" then
+        local dir_out = st and st.type == "directory" and cwd and not abs_base
+          and escapes(full .. "/.", "directory")
+        if dir_out then
+          escape = escape or dir_out
+        elseif st and st.type == "directory" then
           for p, typ in assert(fs.walk(full)) do
             local r = rel .. p:sub(#full + 1)
             local excluded = false
@@ -106,11 +205,11 @@ function M.select(src, g, skip)
               end
             end
             if not excluded and typ ~= "directory" then
-              add(p, r, typ)
+              add(p, r, typ, not cwd or abs_base)
             end
           end
         elseif st then
-          add(full, rel, st.type)
+          add(full, rel, st.type, not cwd or abs_base)
         end
       end
     end
@@ -118,11 +217,11 @@ function M.select(src, g, skip)
   table.sort(out, function(a, b)
     return a.rel < b.rel
   end)
-  return out, collision
+  return out, collision or escape
 end
 
 --- Copies selected files into dir (which must exist). Links are kept as links with
---- keep_links, else their targets are copied.
+--- keep_links, else what they resolve to (inside the source, as select checked) is copied.
 function M.copy(list, dir, keep_links)
   for _, f in ipairs(list) do
     local dst = join(dir, f.rel)
@@ -132,11 +231,10 @@ function M.copy(list, dir, keep_links)
     end
     local from = f.path
     if f.type == "link" and not keep_links then
-      local real = uv.fs_realpath(from)
-      if not real then
+      if not f.real then
         return nil, string.format("'%s' is a dangling link", f.path)
       end
-      from = real
+      from = f.real
     end
     local ok, msg = fs.copy_tree(from, dst)
     if not ok then

@@ -231,6 +231,7 @@ local function new_build(opts, spec)
   }
   b.home = home()
   b.builds_root = b.home .. "/builds"
+  b.sandboxed = opts.sandbox ~= false -- cache.lua writes host paths only without it
   local rt = require("tide._runtime")
   b.run_id = rt.run_id and rt.run_id() or nil
   b.dir = b.builds_root .. "/" .. b.uuid
@@ -250,7 +251,8 @@ end
 --- Runs a buildspec. opts: file (path; relative paths are relative to src), text (inline
 --- buildspec instead of a file), src (default "."), env (overrides), project (default: the name
 --- of src), output (directory for artifacts), git ("URL-or-path@rev"), network (boolean),
---- sandbox (default true), timeout (seconds, default 3600), quiet, on_line(text, phase),
+--- sandbox (default true), limits ({memory, pids, cpu, tmp_size}: the sandbox's), timeout
+--- (seconds, default 3600), quiet, on_line(text, phase),
 --- initiator, params/secrets (stores, for tests). Returns the build result; raises EINPUT
 --- for a bad buildspec (the build is recorded FAILED in DOWNLOAD_SOURCE first).
 function M.run(opts)
@@ -320,7 +322,15 @@ function M.run(opts)
     batch_identifier = o.batch_identifier, batch_id = o.batch_id }
   records.allocate(b)
   result.id, result.number = b.id, b.number
-  assert(fs.mkdir_p(b.dir))
+  -- The log directory and the phase logs are made on the thread pool while the loop thread
+  -- starts the sandbox (see start_logs); whatever is not there yet when needed is made here.
+  local dir_made = false
+  local function make_dir()
+    if not dir_made then
+      assert(fs.mkdir_p(b.dir))
+      dir_made = true
+    end
+  end
 
   local echo = o.on_line or function(line)
     if not o.quiet then
@@ -329,15 +339,96 @@ function M.run(opts)
   end
   local phase_logs = {}
   local current_log
+  -- Log files open for appending ({name = fd}, false when it cannot be opened). A file made
+  -- ahead of its phase that gets no line is removed at the end, so only phases that logged
+  -- something have a file, as if each were created at its first write.
+  local log_fds, log_written, logs_closed, logs_opening = {}, {}, false, 0
+  local LOG_MODE = tonumber("666", 8) -- as io.open: the umask decides
+  local function log_path(name)
+    return b.dir .. "/" .. name .. ".log"
+  end
+  local function open_log(name)
+    local fd = log_fds[name]
+    if fd == nil then
+      make_dir()
+      fd = uv.fs_open(log_path(name), "a", LOG_MODE) or false
+      log_fds[name] = fd
+    end
+    return fd
+  end
+  --- Makes the directory and opens the logs of names on the thread pool, without waiting:
+  --- file creation costs more than anything else tide does for a build on a busy disk, and
+  --- the loop thread is about to wait for the sandbox to start.
+  local function start_logs(names)
+    local function opened(name)
+      return function(err, fd)
+        logs_opening = logs_opening - 1
+        if err then
+          return
+        elseif log_fds[name] == nil and not logs_closed then
+          log_fds[name] = fd
+        else
+          -- Opened here in the meantime, or the build is over (it ended within the time of an
+          -- open): nothing is written through this one.
+          uv.fs_close(fd)
+          if logs_closed and not log_written[name] then
+            os.remove(log_path(name))
+          end
+        end
+      end
+    end
+    local function made(err)
+      if (not err or tostring(err):match("^EEXIST")) and not logs_closed then
+        dir_made = true
+        for _, name in ipairs(names) do
+          logs_opening = logs_opening + 1
+          uv.fs_open(log_path(name), "a", LOG_MODE, opened(name))
+        end
+      end
+      logs_opening = logs_opening - 1
+    end
+    logs_opening = logs_opening + 1
+    uv.fs_mkdir(b.builds_root, tonumber("777", 8), function()
+      uv.fs_mkdir(b.dir, tonumber("777", 8), made)
+    end)
+  end
   local function flush_log(name)
     local buf = phase_logs[name]
     if #buf > 0 then
-      local f = io.open(b.dir .. "/" .. name .. ".log", "ab")
-      if f then
-        f:write(table.concat(buf, "\n"), "\n")
-        f:close()
+      local fd = open_log(name)
+      if fd then
+        local data = table.concat(buf, "\n") .. "\n"
+        while #data > 0 do
+          local n = uv.fs_write(fd, data)
+          if not n or n <= 0 then
+            break
+          end
+          data = data:sub(n + 1)
+        end
+        log_written[name] = true
       end
       phase_logs[name] = {}
+    end
+  end
+  local function close_logs()
+    -- Opens still under way (a build over within the time of an open, a busy thread pool) are
+    -- waited for a while, so that the directory holds its final files when the build returns;
+    -- past that, or in a cancelled task, their callbacks close and remove what they made.
+    local deadline = tide.monotime() + 0.5
+    while logs_opening > 0 and tide.monotime() < deadline do
+      if not pcall(tide.sleep, 0.001) then
+        break
+      end
+    end
+    logs_closed = true
+    for name, fd in pairs(log_fds) do
+      if fd then
+        uv.fs_close(fd)
+        if not log_written[name] then
+          os.remove(log_path(name))
+        end
+      end
+      log_fds[name] = nil
     end
   end
   local function log(line)
@@ -393,6 +484,8 @@ function M.run(opts)
     result.ended = now
     result.duration = now - b.started
     flush_logs()
+    close_logs()
+    make_dir()
     records.finish(result)
     return result
   end
@@ -404,6 +497,7 @@ function M.run(opts)
   local resolved, masks = {}, {}
   local ok, e = pcall(function()
     if o.git then
+      make_dir()
       local url, rev = M.split_git(o.git)
       b.src = b.dir .. "/src"
       result.src = b.src
@@ -466,6 +560,7 @@ function M.run(opts)
   end
   result.not_applicable = spec.not_applicable
   if spec.cache then
+    make_dir()
     result.cache_restored = cache.restore(spec.cache, b, log)
   end
   result.phases[#result.phases + 1] = phase_rec("DOWNLOAD_SOURCE", "SUCCEEDED", t0, tide.now())
@@ -484,11 +579,22 @@ function M.run(opts)
   assert(uv.fs_mkdir(shdir, tonumber("700", 8)))
   if o.sandbox ~= false and uv.getuid() == 0 then
     uv.fs_chown(shdir, SANDBOX_ROOT_UID, SANDBOX_ROOT_UID)
+  elseif uv.getuid() == 0 then -- the run-as user's shell must use its directory
+    local lim = require("tide.buildspec.limits")
+    local ids = lim.build_user(spec) and lim.user_ids(lim.build_user(spec))
+    if ids then
+      uv.fs_chown(shdir, ids.uid, ids.gid)
+    end
   end
   local sandbox
   if o.sandbox ~= false then
     -- Artifacts are copied out by tide itself: the output directory stays out of reach.
     sandbox = { network = o.network and true or false, writable = { b.src, shdir } }
+    require("tide.buildspec.limits").apply(sandbox, o.limits)
+    local ids = spec.run_as and require("tide.buildspec.limits").user_ids(spec.run_as)
+    if ids then -- run-as inside the sandbox: the user's ids there
+      sandbox.uid, sandbox.gid = ids.uid, ids.gid
+    end
   else
     result.sandbox = "off (--no-sandbox)"
     log("[tide] the sandbox is off (--no-sandbox): commands see the whole host")
@@ -553,7 +659,7 @@ function M.run(opts)
     local task = tide.spawn(ptype, function()
       local user = ph.run_as or spec.run_as
       if user and sandbox and not session.sandbox_refused then
-        if user ~= "root" then
+        if user ~= "root" and not (user == spec.run_as and sandbox.uid) then
           warn(string.format("run-as %s: not applied inside the sandbox", user))
         end
       elseif user and user ~= "root" then
@@ -589,6 +695,18 @@ function M.run(opts)
   end
 
   local rok, rerr = pcall(function()
+    if not dir_made then
+      local logs = { "UPLOAD_ARTIFACTS", "FINALIZING" }
+      if #phase_logs.DOWNLOAD_SOURCE > 0 then
+        logs[#logs + 1] = "DOWNLOAD_SOURCE"
+      end
+      for _, name in ipairs(PHASE_ORDER) do
+        if spec.phases[name] then
+          logs[#logs + 1] = schema.PHASE_TYPE[name]
+        end
+      end
+      start_logs(logs)
+    end
     -- Started here, not in the first phase's task, so that the shell's span is the build's.
     session:spawn()
     sandbox_note()
@@ -622,11 +740,13 @@ function M.run(opts)
       end
     end
     if not timed_out and not skip_to_finalizing then
+      make_dir()
       enter("UPLOAD_ARTIFACTS")
       local u0 = tide.now()
       log("[Container] Entering phase UPLOAD_ARTIFACTS")
       local arts, aerr = artifacts.upload(spec, { src = b.src, uuid = b.uuid, project = b.project,
-        number = b.number, output = o.output, dir = b.dir, home = b.home }, function(text)
+        number = b.number, output = o.output, dir = b.dir, home = b.home,
+        sandboxed = b.sandboxed }, function(text)
           return session:expand(text)
         end, log)
       local urec
@@ -711,7 +831,7 @@ function M.process_reports(spec, b, result, log)
   local reports = envmod.optional("tide.reports")
   for _, g in ipairs(spec.reports) do
     local group = g.name:match("^arn:") and g.name or (b.project .. "-" .. g.name)
-    local sel = files.select(b.src, g, b.home)
+    local sel = files.select(b.src, g, b.home, not b.sandboxed) -- host paths only unsandboxed
     local entry = { group = group, name = g.name, format = g.format, files = {} }
     if not reports then
       entry.error = "not processed: tide.reports is not available"

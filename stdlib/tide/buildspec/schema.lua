@@ -162,7 +162,8 @@ local function strings(ctx, tbl, key, path, what)
     elseif item == yaml.null then
       fail(ctx, v, i, string.format("%s[%d]", path, i), "empty item")
     end
-    out[i] = text(ctx, v, i, string.format("%s[%d]", path, i))
+    -- The path is only for a message: not formatted for every item of a long list.
+    out[i] = type(item) == "string" and item or text(ctx, v, i, string.format("%s[%d]", path, i))
   end
   return out
 end
@@ -320,10 +321,6 @@ local function parse_phases(ctx, root, out)
       local kp = p .. "." .. k
       if k == "commands" or k == "finally" then
         res[k] = strings(ctx, ph, k, kp, "commands")
-        res[k .. "_lines"] = {}
-        for i = 1, #res[k] do
-          res[k .. "_lines"][i] = line_of(ctx, ph[k], i)
-        end
       elseif k == "run-as" then
         res.run_as = user_name(ctx, ph, k, kp)
       elseif k == "on-failure" then
@@ -413,6 +410,11 @@ local function artifact(ctx, parent, pkey, a, p, top)
     line = ctx.where:at(a) }
   if a.name ~= nil then
     r.name = text(ctx, a, "name", p .. ".name")
+    -- A name without shell syntax is final now; one with it is checked at upload.
+    local literal = not r.name:find("[$`]")
+    if literal and (r.name:find("^/") or ("/" .. r.name .. "/"):find("/%.%.?/")) then
+      fail(ctx, a, "name", p .. ".name", "'%s' is not a relative path inside the output", r.name)
+    end
   end
   if a["s3-prefix"] ~= nil then
     r.s3_prefix = text(ctx, a, "s3-prefix", p .. ".s3-prefix")

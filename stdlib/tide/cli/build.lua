@@ -2,6 +2,7 @@
 ---   tide build [-f FILE] [--src DIR] [--env K=V]... [--project NAME] [--output DIR]
 ---              [--git URL-or-path@rev] [--network] [--no-sandbox] [--timeout 60m]
 ---              [--batch] [--parallel N] [--plan] [--quiet]
+---              [--memory SIZE] [--pids N] [--cpu SECONDS] [--tmp-size SIZE]
 local tide = require("tide")
 local json = require("tide.json")
 
@@ -13,7 +14,8 @@ end
 
 local VALUES = { ["-f"] = "file", ["--file"] = "file", ["--src"] = "src", ["--env"] = "env",
   ["--project"] = "project", ["--output"] = "output", ["--git"] = "git",
-  ["--timeout"] = "timeout", ["--parallel"] = "parallel" }
+  ["--timeout"] = "timeout", ["--parallel"] = "parallel", ["--memory"] = "memory",
+  ["--pids"] = "pids", ["--cpu"] = "cpu", ["--tmp-size"] = "tmp_size" }
 local FLAGS = { ["--network"] = "network", ["--no-sandbox"] = "no_sandbox", ["--plan"] = "plan",
   ["--batch"] = "batch", ["--quiet"] = "quiet", ["--json"] = "json", ["--plain"] = "plain" }
 
@@ -71,6 +73,9 @@ function M.run(ctx, args)
     ctx.json = true
   end
   local bs = require("tide.buildspec")
+  local limits = { memory = a.memory, pids = a.pids, cpu = a.cpu, tmp_size = a.tmp_size }
+  -- A bad limit is a usage error before anything is recorded.
+  require("tide.buildspec.limits").apply({}, limits)
   local envmod = require("tide.buildspec.env")
   local uv = require("tide.uv")
   local cwd = uv.cwd()
@@ -102,6 +107,7 @@ function M.run(ctx, args)
     file = file, file_display = a.file, src = src, env = envmod.parse_assignments(a.env),
     project = a.project, output = a.output, git = a.git, network = a.network or false,
     sandbox = not a.no_sandbox, timeout = a.timeout and M.duration(a.timeout) or nil,
+    limits = limits,
     batch = a.batch, parallel = a.parallel and math.tointeger(tonumber(a.parallel)) or nil,
     on_line = function(line)
       if not a.quiet then

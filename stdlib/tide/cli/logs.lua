@@ -103,7 +103,8 @@ function M.run(ctx, args)
   if builds.is_build_key(pos[1]) and not opts.follow then
     return builds.logs(ctx, pos[1], pos[2])
   end
-  local run_id = q.id("logs", "RUN", pos[1])
+  local run_id = (not pos[1] or pos[1]:match("^%d+$")) and q.id("logs", "RUN", pos[1])
+    or q.usage("logs", "RUN must be a run number or a build id, not '%s'", pos[1])
   local span_id = pos[2] and q.id("logs", "SPAN", pos[2])
   if opts.follow and ctx.json then
     q.usage("logs", "-f and --json do not go together")
