@@ -39,9 +39,13 @@ local function timed(fn)
   return t
 end
 
+-- The build's own sandbox: the same policy, limits (and so cgroups) included.
+local base_sandbox = sandboxed
+  and require("tide.buildspec.limits").apply({ network = false, writable = { work } }, {}) or nil
+
 local function run_base()
   local r = proc.run({ "bash", "-e", work .. "/script.sh", cwd = work, log = false,
-    sandbox = sandboxed and { network = false, writable = { work } } or nil })
+    sandbox = base_sandbox })
   assert(r.ok)
 end
 local function run_build()
