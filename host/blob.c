@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
+
+#include "tide/fs.h"
 
 #include "blob_internal.h"
 
@@ -474,6 +477,96 @@ int blob_tmp_create(const char *dir, char *path, size_t cap, tide_err *err)
   return blob_fail(err, "create", path, EEXIST);
 }
 
+/* "<prefix><pid>-<n>": the name of a restore's temporary, owned by process pid. */
+#define SIBLING_TAG ".tide-tmp-"
+
+void blob_clean_stale(const char *dir, const char *base)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  char prefix[512];
+  if (snprintf(prefix, sizeof prefix, "%s" SIBLING_TAG, base) >= (int)sizeof prefix) {
+    closedir(d);
+    return;
+  }
+  size_t pl = strlen(prefix);
+  struct dirent *e;
+  char p[8192];
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, prefix, pl) != 0)
+      continue;
+    char *end;
+    long pid = strtol(e->d_name + pl, &end, 10);
+    /* Only the debris of a process that is gone: a live owner may still be writing. */
+    if (pid <= 0 || *end != '-' || pid == (long)getpid() ||
+        !(kill((pid_t)pid, 0) < 0 && errno == ESRCH))
+      continue;
+    if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+      tide_fs_rm_r(p, NULL);
+  }
+  closedir(d);
+}
+
+int blob_sibling_tmp(const char *dir, const char *base, int is_dir, char *path, size_t cap,
+                     tide_err *err)
+{
+  static _Atomic unsigned long counter;
+  blob_clean_stale(dir, base);
+  for (int tries = 0; tries < 100; tries++) {
+    unsigned long n = atomic_fetch_add(&counter, 1);
+    if (snprintf(path, cap, "%s/%s" SIBLING_TAG "%ld-%lu", dir, base, (long)getpid(), n) >=
+        (int)cap)
+      return blob_fail(err, "create", base, ENAMETOOLONG);
+    int fd = is_dir ? mkdir(path, 0700) : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+      return fd;
+    if (errno != EEXIST)
+      return blob_fail(err, is_dir ? "mkdir" : "create", path, errno);
+  }
+  return blob_fail(err, "create", path, EEXIST);
+}
+
+void blob_split_path(const char *path, char *dir, size_t dcap, char *base, size_t bcap)
+{
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  size_t n = strlen(buf);
+  while (n > 1 && buf[n - 1] == '/')
+    buf[--n] = 0;
+  char *slash = strrchr(buf, '/');
+  if (!slash) {
+    snprintf(dir, dcap, ".");
+    snprintf(base, bcap, "%s", buf);
+  } else {
+    snprintf(base, bcap, "%s", slash + 1);
+    if (slash == buf)
+      slash[1] = 0;
+    else
+      *slash = 0;
+    snprintf(dir, dcap, "%s", buf);
+  }
+}
+
+int blob_rename_noreplace(const char *from, const char *to)
+{
+  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS)
+    return -errno;
+  /* A file system without RENAME_NOREPLACE: a hard link fails on an existing name too. */
+  struct stat st;
+  if (lstat(from, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    if (link(from, to) < 0)
+      return -errno;
+    unlink(from);
+    return 0;
+  }
+  if (lstat(to, &st) == 0)
+    return -EEXIST;
+  return rename(from, to) < 0 ? -errno : 0;
+}
+
 int blob_rename(const char *root, const char *tmp, const char *hex, tide_err *err)
 {
   char p[4096];
@@ -510,8 +603,9 @@ static int fsync_dir_of(const char *path)
 }
 
 /*
-** Moves the complete temporary file tmp to the blob hex (or drops it when the blob exists).
-** durable: fsync the fan-out directory after the rename.
+** Moves the complete temporary file tmp to the blob hex. A blob already there is replaced: tmp
+** was verified as it was written, the one in place may have rotted since, and a rename costs no
+** more than dropping tmp. durable: fsync the fan-out directory after the rename.
 */
 int blob_publish(const char *root, const char *tmp, const char *hex, int durable, int *stored,
                  tide_err *err)
@@ -520,24 +614,12 @@ int blob_publish(const char *root, const char *tmp, const char *hex, int durable
   if (tide_blob_path(root, hex, p, sizeof p) < 0)
     return blob_fail(err, "rename", tmp, ENAMETOOLONG);
   struct stat st;
-  *stored = 0;
-  if (stat(p, &st) == 0) {
-    unlink(tmp);
-    return 0;
-  }
-  if (rename(tmp, p) < 0) {
-    if (errno != ENOENT)
-      return blob_fail(err, "rename", p, errno);
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/blobs/%.2s", root, hex);
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-      return blob_fail(err, "mkdir", dir, errno);
-    if (rename(tmp, p) < 0)
-      return blob_fail(err, "rename", p, errno);
-  }
-  *stored = 1;
+  *stored = stat(p, &st) != 0;
+  int rc = blob_rename(root, tmp, hex, err);
+  if (rc < 0)
+    return rc;
   if (durable) {
-    int rc = fsync_dir_of(p);
+    rc = fsync_dir_of(p);
     if (rc < 0)
       return blob_fail(err, "fsync", p, -rc);
   }
@@ -606,6 +688,27 @@ int tide_blob_put_file(const char *root, const char *src, const char *expect, ti
   return rc;
 }
 
+int blob_holds(const char *root, const char *hex, const void *data, size_t len)
+{
+  char p[4096];
+  if (tide_blob_path(root, hex, p, sizeof p) < 0)
+    return 0;
+  int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return 0;
+  struct stat st;
+  int same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == len;
+  char buf[65536];
+  for (size_t off = 0; same && off < len;) {
+    size_t want = len - off < sizeof buf ? len - off : sizeof buf;
+    ssize_t r = read_full(fd, buf, want);
+    same = r == (ssize_t)want && memcmp(buf, (const char *)data + off, want) == 0;
+    off += want;
+  }
+  close(fd);
+  return same;
+}
+
 int tide_blob_put_mem(const char *root, const void *data, size_t len, tide_blob_info *out,
                       tide_err *err)
 {
@@ -613,10 +716,7 @@ int tide_blob_put_mem(const char *root, const void *data, size_t len, tide_blob_
   blob_xxh_mem(data, len, out->xxh3);
   out->size = len;
   out->stored = 0;
-  char p[4096];
-  tide_blob_path(root, out->hex, p, sizeof p);
-  struct stat st;
-  if (stat(p, &st) == 0)
+  if (blob_holds(root, out->hex, data, len))
     return 0;
   char tmpdir[4096], tmp[4096];
   snprintf(tmpdir, sizeof tmpdir, "%s/tmp", root);
@@ -788,17 +888,14 @@ int tide_blob_get_file(const char *root, const char *hex, const char *xxh3, cons
     return tide_err_set(err, TIDE_EINPUT, "invalid sha256 '%.80s'", hex);
   if (xxh3 && !tide_blob_xxh_valid(xxh3))
     return tide_err_set(err, TIDE_EINPUT, "invalid XXH3-128 '%.80s'", xxh3);
-  char dir[4096], tmp[4096];
-  if (snprintf(dir, sizeof dir, "%s", dst) >= (int)sizeof dir)
+  char dir[4096], base[256], tmp[4400];
+  if (strlen(dst) >= sizeof dir)
     return blob_fail(err, "create", dst, ENAMETOOLONG);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir)
-    dir[1] = 0;
-  else if (slash)
-    *slash = 0;
-  else
-    strcpy(dir, ".");
-  int fd = blob_tmp_open(dir, tmp, sizeof tmp, err);
+  blob_split_path(dst, dir, sizeof dir, base, sizeof base);
+  struct stat st;
+  if (lstat(dst, &st) == 0)
+    return tide_err_set(err, -EEXIST, "'%s' exists: pull into a new path", dst);
+  int fd = blob_sibling_tmp(dir, base, 0, tmp, sizeof tmp, err);
   if (fd < 0)
     return fd;
   int rc = blob_copy_out(root, hex, xxh3, fd, dst, err);
@@ -806,8 +903,9 @@ int tide_blob_get_file(const char *root, const char *hex, const char *xxh3, cons
     rc = blob_fail(err, "chmod", dst, errno);
   if (close(fd) < 0 && rc == 0)
     rc = blob_fail(err, "close", dst, errno);
-  if (rc == 0 && rename(tmp, dst) < 0)
-    rc = blob_fail(err, "rename", dst, errno);
+  if (rc == 0 && (rc = blob_rename_noreplace(tmp, dst)) < 0)
+    rc = rc == -EEXIST ? tide_err_set(err, -EEXIST, "'%s' exists: pull into a new path", dst)
+                       : blob_fail(err, "rename", dst, -rc);
   if (rc < 0)
     unlink(tmp);
   return rc;
@@ -1047,6 +1145,49 @@ static int gc_dir(const char *dir, const tide_blob_names *keep, time_t cutoff, i
   return 0;
 }
 
+/* A stat cache still of use: recently written, and its source directory still there. */
+static int cache_live(const char *file, const struct stat *st, time_t cutoff)
+{
+  if (st->st_mtime <= cutoff)
+    return 0;
+  int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return 0;
+  char head[12 + 4096];
+  ssize_t n = read_full(fd, head, sizeof head - 1);
+  close(fd);
+  uint32_t sl;
+  if (n < 12 || memcmp(head, "tidesc2\n", 8) != 0)
+    return 0;
+  memcpy(&sl, head + 8, 4);
+  if (sl == 0 || sl > (size_t)n - 12)
+    return 0;
+  head[12 + sl] = 0;
+  struct stat src;
+  return stat(head + 12, &src) == 0 && S_ISDIR(src.st_mode);
+}
+
+static void gc_cache(const char *dir, time_t cutoff, int dry_run, tide_blob_gc_stats *stats)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  struct dirent *e;
+  char p[4096];
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
+      continue;
+    struct stat st;
+    if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || cache_live(p, &st, cutoff))
+      continue;
+    if (dry_run || unlink(p) == 0)
+      stats->cache_removed++;
+  }
+  closedir(d);
+}
+
 int tide_blob_gc(const char *root, const tide_blob_names *keep, int64_t grace, int dry_run,
                  tide_blob_gc_stats *stats, tide_err *err)
 {
@@ -1061,5 +1202,10 @@ int tide_blob_gc(const char *root, const tide_blob_names *keep, int64_t grace, i
       return rc;
   }
   snprintf(p, sizeof p, "%s/tmp", root);
-  return gc_dir(p, keep, cutoff, dry_run, 1, stats, err);
+  int rc = gc_dir(p, keep, cutoff, dry_run, 1, stats, err);
+  if (rc == 0) {
+    snprintf(p, sizeof p, "%s/cache", root);
+    gc_cache(p, cutoff, dry_run, stats);
+  }
+  return rc;
 }

@@ -49,9 +49,27 @@ int blob_tmp_create(const char *dir, char *path, size_t cap, tide_err *err);
 /* Renames the complete file tmp to blob hex, creating the fan-out directory when needed. */
 int blob_rename(const char *root, const char *tmp, const char *hex, tide_err *err);
 
-/* Renames the complete file tmp to blob hex, or drops it when the blob is there already. */
+/* Renames the complete file tmp to blob hex, replacing a blob already there (it may be damaged). */
 int blob_publish(const char *root, const char *tmp, const char *hex, int durable, int *stored,
                  tide_err *err);
+
+/* 1 when blob hex is a regular file holding exactly len bytes of data (read and compared). */
+int blob_holds(const char *root, const char *hex, const void *data, size_t len);
+
+/*
+** Restores write through temporaries named "<base>.tide-tmp-<pid>-<n>" next to their destination
+** (dir/base), so that a killed tide leaves debris that the next restore there recognises:
+** blob_clean_stale removes those of dir whose owner process is gone. blob_sibling_tmp cleans, then
+** creates a new one (a directory when is_dir: returns 0; else a file: returns its descriptor).
+** With base "" the temporaries are ".tide-tmp-..." inside dir.
+*/
+void blob_clean_stale(const char *dir, const char *base);
+int blob_sibling_tmp(const char *dir, const char *base, int is_dir, char *path, size_t cap,
+                     tide_err *err);
+/* Splits path (trailing slashes ignored) into its directory ("." when none) and last name. */
+void blob_split_path(const char *path, char *dir, size_t dcap, char *base, size_t bcap);
+/* rename(2) that fails with -EEXIST instead of replacing to; 0 or a negated errno. */
+int blob_rename_noreplace(const char *from, const char *to);
 
 /* Opens blob hex for reading (fails with ENOENT naming the blob when it is missing). */
 int blob_open_read(const char *root, const char *hex, struct stat *st, tide_err *err);

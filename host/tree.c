@@ -10,8 +10,11 @@
 ** would cost more than the whole copy) with two flushes per tree.
 **
 ** get: the tree is rebuilt in a temporary sibling of the destination (directories first, then
-** files on worker threads, then links, then directory modes, deepest first) and renamed into place.
+** files on worker threads, then links, then directory modes, deepest first) and renamed into place
+** without replacing anything; an existing empty destination is filled from a temporary inside it.
+** A version of several assets is composed into one tree first (tide_tree_add_asset).
 */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -445,11 +448,13 @@ static void job_fail(put_job *job, int rc, const tide_err *e)
   pthread_mutex_unlock(&job->mu);
 }
 
-static int blob_present(const char *root, const char *hex)
+/* The blob is there with the size it should have (a cheap check against damage). */
+static int blob_present(const char *root, const char *hex, uint64_t size)
 {
   char p[4096];
   struct stat st;
-  return tide_blob_path(root, hex, p, sizeof p) == 0 && stat(p, &st) == 0;
+  return tide_blob_path(root, hex, p, sizeof p) == 0 && stat(p, &st) == 0 &&
+         (uint64_t)st.st_size == size;
 }
 
 static int put_one(put_job *job, put_item *it, char *buf, tide_err *err)
@@ -485,7 +490,8 @@ static int put_one(put_job *job, put_item *it, char *buf, tide_err *err)
   size_t ci;
   if (job->cache && strset_get(job->cache, it->rel, &ci)) {
     cache_rec *c = &job->recs[ci];
-    if (!memcmp(&c->key, &it->key, sizeof c->key) && blob_present(job->root, c->hex)) {
+    if (!memcmp(&c->key, &it->key, sizeof c->key) &&
+        blob_present(job->root, c->hex, it->key.size)) {
       memcpy(it->hex, c->hex, sizeof it->hex);
       it->from_cache = 1;
       return 0;
@@ -518,7 +524,9 @@ static int put_one(put_job *job, put_item *it, char *buf, tide_err *err)
     if (got > SMALL_FILE || got != it->key.size)
       return tide_err_set(err, TIDE_ECONFLICT, "'%s' changed while it was being stored", it->path);
     blob_hash_mem(buf, got, it->hex);
-    if (blob_present(job->root, it->hex))
+    /* The content is in memory: comparing it with the stored blob costs one cached read, and a
+    ** damaged blob is replaced by this verified copy. */
+    if (blob_holds(job->root, it->hex, buf, got))
       return 0;
     char tmp[4096];
     int fd = blob_tmp_create(job->tmpdir, tmp, sizeof tmp, err);
@@ -607,7 +615,11 @@ static void run_workers(int threads, size_t n, void *(*fn)(void *), void *job)
     pthread_join(tids[i], NULL);
 }
 
-/* The stat cache: "tidesc1\n" then per record the key, the hex and the length-prefixed path. */
+/*
+** The stat cache: "tidesc2\n", the length-prefixed real path of the source directory (so that gc
+** can drop the caches of directories that are gone), then per record the key, the hex and the
+** length-prefixed relative path.
+*/
 static void cache_path(const char *root, const char *src, char *out, size_t cap)
 {
   char real[4096], hex[TIDE_BLOB_HEX_LEN + 1];
@@ -629,7 +641,13 @@ static void cache_load(const char *file, cache_rec **recs, size_t *n, strset *se
   size_t cap = len / fixed + 1, count = 0;
   cache_rec *v = calloc(cap, sizeof *v);
   const char *p = data + 8, *end = data + len;
-  int ok = v && len >= 8 && memcmp(data, "tidesc1\n", 8) == 0;
+  int ok = v && len >= 12 && memcmp(data, "tidesc2\n", 8) == 0;
+  if (ok) {
+    uint32_t sl;
+    memcpy(&sl, p, 4);
+    ok = sl <= (size_t)(end - p - 4);
+    p += ok ? 4 + sl : 0;
+  }
   while (ok && p < end) {
     if ((size_t)(end - p) < fixed || count >= cap) {
       ok = 0;
@@ -666,10 +684,17 @@ static void cache_load(const char *file, cache_rec **recs, size_t *n, strset *se
   free(v);
 }
 
-static void cache_save(const char *root, const char *file, put_item *items, size_t n)
+static void cache_save(const char *root, const char *file, const char *src, put_item *items,
+                       size_t n)
 {
   sbuf b = {0};
-  sb_put(&b, "tidesc1\n", 8);
+  sb_put(&b, "tidesc2\n", 8);
+  char real[4096];
+  if (!realpath(src, real))
+    snprintf(real, sizeof real, "%s", src);
+  uint32_t sl = (uint32_t)strlen(real);
+  sb_put(&b, (const char *)&sl, 4);
+  sb_put(&b, real, sl);
   for (size_t i = 0; i < n; i++) {
     put_item *it = &items[i];
     if (it->type != TIDE_FS_FILE || !it->cacheable)
@@ -830,7 +855,7 @@ int tide_tree_put(const char *root, const char *src, int threads, char **manifes
   }
   *manifest = b.p;
   *len = b.n;
-  cache_save(root, cfile, items, list.n);
+  cache_save(root, cfile, base, items, list.n);
 
 done:
   for (size_t i = 0; items && i < list.n; i++) {
@@ -883,7 +908,7 @@ static void *get_worker(void *arg)
       if (fd < 0) {
         rc = blob_fail(&err, "create", p, errno);
       } else {
-        rc = blob_copy_out(job->root, e->hex, NULL, fd, p, &err);
+        rc = blob_copy_out(job->root, e->hex, e->xxh3[0] ? e->xxh3 : NULL, fd, p, &err);
         if (rc == 0 && fchmod(fd, e->mode) < 0)
           rc = blob_fail(&err, "chmod", p, errno);
         if (close(fd) < 0 && rc == 0)
@@ -903,35 +928,90 @@ static void *get_worker(void *arg)
   return NULL;
 }
 
+/* 1 when dir has no entries; -errno when it cannot be read. */
+static int dir_empty(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return -errno;
+  struct dirent *e;
+  int empty = 1;
+  while (empty && (e = readdir(d)))
+    empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+  closedir(d);
+  return empty;
+}
+
+/*
+** Moves the top-level entries of the finished tmp into the existing empty directory d, or puts
+** back those already moved when one fails, so that d ends complete or empty.
+*/
+static int move_into(const tide_tree *tree, const char *tmp, const char *d, tide_err *err)
+{
+  char from[8192], to[8192];
+  int rc = 0;
+  size_t i;
+  for (i = 0; i < tree->n; i++) {
+    const tide_tree_entry *e = &tree->v[i];
+    if (strchr(e->path, '/'))
+      continue;
+    snprintf(from, sizeof from, "%s/%s", tmp, e->path);
+    snprintf(to, sizeof to, "%s/%s", d, e->path);
+    int r = blob_rename_noreplace(from, to);
+    if (r < 0) {
+      rc = blob_fail(err, "rename", to, -r);
+      break;
+    }
+  }
+  while (rc < 0 && i-- > 0) {
+    const tide_tree_entry *e = &tree->v[i];
+    if (strchr(e->path, '/'))
+      continue;
+    snprintf(from, sizeof from, "%s/%s", tmp, e->path);
+    snprintf(to, sizeof to, "%s/%s", d, e->path);
+    rename(to, from);
+  }
+  return rc;
+}
+
 int tide_tree_get(const char *root, const tide_tree *tree, const char *dst, int threads,
                   tide_tree_stats *stats, tide_err *err)
 {
   memset(stats, 0, sizeof *stats);
-  char d[4096], tmp[4200], p[8192];
+  char d[4096], tmp[4400], p[8192], dir[4096], base[256];
+  if (strlen(dst) >= sizeof d)
+    return blob_fail(err, "create", dst, ENAMETOOLONG);
   snprintf(d, sizeof d, "%s", dst);
   size_t dl = strlen(d);
   while (dl > 1 && d[dl - 1] == '/')
     d[--dl] = 0;
+  /*
+  ** A new destination is built as a sibling and renamed into place. An existing empty directory
+  ** (".", a mount point) cannot be replaced without pulling it from under whoever is in it: the
+  ** tree is built inside it and its top-level entries moved up at the end.
+  */
   struct stat st;
-  int replace_empty = 0;
+  int in_place = 0;
   if (lstat(d, &st) == 0) {
     if (!S_ISDIR(st.st_mode))
       return tide_err_set(err, -EEXIST, "'%s' exists and is not an empty directory", d);
-    if (rmdir(d) < 0) {
-      if (errno == ENOTEMPTY || errno == EEXIST)
-        return tide_err_set(err, -EEXIST, "'%s' exists and is not an empty directory", d);
-      return blob_fail(err, "rmdir", d, errno);
-    }
-    replace_empty = 1;
+    blob_clean_stale(d, "");
+    int empty = dir_empty(d);
+    if (empty < 0)
+      return blob_fail(err, "open", d, -empty);
+    if (!empty)
+      return tide_err_set(err, -EEXIST, "'%s' exists and is not an empty directory", d);
+    in_place = 1;
+  } else if (errno != ENOENT) {
+    return blob_fail(err, "stat", d, errno);
   }
-  snprintf(tmp, sizeof tmp, "%s.tide-XXXXXX", d);
-  if (!mkdtemp(tmp)) {
-    int rc = blob_fail(err, "mkdir", tmp, errno);
-    if (replace_empty)
-      mkdir(d, st.st_mode & 07777);
+  int rc = in_place ? blob_sibling_tmp(d, "", 1, tmp, sizeof tmp, err) : 0;
+  if (!in_place) {
+    blob_split_path(d, dir, sizeof dir, base, sizeof base);
+    rc = blob_sibling_tmp(dir, base, 1, tmp, sizeof tmp, err);
+  }
+  if (rc < 0)
     return rc;
-  }
-  int rc = 0;
   for (size_t i = 0; i < tree->n && rc == 0; i++) {
     const tide_tree_entry *e = &tree->v[i];
     if (e->kind == TIDE_TREE_FILE) {
@@ -974,17 +1054,80 @@ int tide_tree_get(const char *root, const tide_tree *tree, const char *dst, int 
     if (chmod(p, e->mode) < 0)
       rc = blob_fail(err, "chmod", p, errno);
   }
-  if (rc == 0) {
-    /* mkdtemp made it 0700. umask(2) cannot be read without changing it for every thread, so a
-    ** new root gets 0755. */
-    chmod(tmp, replace_empty ? st.st_mode & 07777 : 0755);
-    if (rename(tmp, d) < 0)
-      rc = blob_fail(err, "rename", d, errno);
+  if (rc == 0 && in_place) {
+    rc = move_into(tree, tmp, d, err);
+  } else if (rc == 0) {
+    /* The temporary was made 0700. umask(2) cannot be read without changing it for every thread,
+    ** so a new root gets 0755. */
+    chmod(tmp, 0755);
+    int r = blob_rename_noreplace(tmp, d);
+    if (r == -EEXIST || r == -ENOTEMPTY)
+      rc = tide_err_set(err, -EEXIST, "'%s' exists and is not an empty directory", d);
+    else if (r < 0)
+      rc = blob_fail(err, "rename", d, -r);
   }
-  if (rc < 0) {
+  if (rc < 0 || in_place)
     tide_fs_rm_r(tmp, NULL);
-    if (replace_empty)
-      mkdir(d, st.st_mode & 07777);
-  }
   return rc;
+}
+
+static int add_fail(tide_tree *tree, size_t n0, tide_err *err, int rc, const char *why,
+                    const char *name)
+{
+  while (tree->n > n0) {
+    tree->n--;
+    free(tree->v[tree->n].path);
+    free(tree->v[tree->n].target);
+  }
+  if (rc == -ENOMEM)
+    return tide_err_set(err, -ENOMEM, "out of memory");
+  return tide_err_set(err, TIDE_EINPUT, "asset '%.200s': %s", name, why);
+}
+
+int tide_tree_add_asset(tide_tree *tree, const char *name, const tide_tree *sub, unsigned mode,
+                        const char *hex, const char *xxh3, uint64_t size, tide_err *err)
+{
+  size_t n0 = tree->n;
+  const char *why = path_problem(name);
+  if (!why && strchr(name, '/'))
+    why = "a '/' in the name";
+  for (const char *c = name; !why && *c; c++) {
+    if ((unsigned char)*c < 0x20 || *c == 0x7f)
+      why = "a control character in the name";
+  }
+  for (size_t i = 0; !why && i < tree->n; i++) {
+    if (!strchr(tree->v[i].path, '/') && !strcmp(tree->v[i].path, name))
+      why = "a duplicate name";
+  }
+  if (!why && !sub && (!tide_blob_hex_valid(hex) || (xxh3 && !tide_blob_xxh_valid(xxh3))))
+    why = "an invalid digest";
+  if (why)
+    return add_fail(tree, n0, err, TIDE_EINPUT, why, name);
+  tide_tree_entry *e = tree_add(tree);
+  if (!e || !(e->path = strdup(name)))
+    return add_fail(tree, n0, err, -ENOMEM, NULL, name);
+  e->mode = mode & 07777;
+  if (!sub) {
+    e->kind = TIDE_TREE_FILE;
+    e->size = size;
+    memcpy(e->hex, hex, sizeof e->hex);
+    if (xxh3)
+      memcpy(e->xxh3, xxh3, sizeof e->xxh3);
+    return 0;
+  }
+  e->kind = TIDE_TREE_DIR;
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < sub->n; i++) {
+    const tide_tree_entry *s = &sub->v[i];
+    tide_tree_entry *c = tree_add(tree);
+    if (!c)
+      return add_fail(tree, n0, err, -ENOMEM, NULL, name);
+    *c = *s;
+    c->path = malloc(nl + 1 + strlen(s->path) + 1);
+    c->target = s->target ? strdup(s->target) : NULL;
+    if (!c->path || (s->target && !c->target))
+      return add_fail(tree, n0, err, -ENOMEM, NULL, name);
+    sprintf(c->path, "%s/%s", name, s->path);
+  }
+  return 0;
 }

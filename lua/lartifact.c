@@ -18,6 +18,7 @@
 #include <lua.h>
 
 #include "tide/blob.h"
+#include "tide/fs.h"
 
 #include "lerror.h"
 #include "modules.h"
@@ -43,7 +44,22 @@ typedef enum op_kind {
   OP_OPEN,
   OP_READ_CHUNK,
   OP_LOCK,
+  OP_GET_ASSETS,
 } op_kind;
+
+typedef struct op_asset {
+  char *name;
+  int is_tree;
+  char hex[TIDE_BLOB_HEX_LEN + 1];
+  char xxh3[TIDE_BLOB_XXH_LEN + 1];
+  unsigned mode;
+  uint64_t size;
+} op_asset;
+
+typedef struct gc_problem {
+  char hex[TIDE_BLOB_HEX_LEN + 1];
+  char msg[256];
+} gc_problem;
 
 typedef struct shared_reader shared_reader;
 
@@ -67,6 +83,10 @@ typedef struct art_op {
   size_t checked;
   tide_blob_reader *reader; /* OP_OPEN result, or the reader of OP_READ_CHUNK (borrowed) */
   shared_reader *shared;    /* OP_READ_CHUNK: its reference to the reader */
+  op_asset *assets;         /* OP_GET_ASSETS */
+  size_t nassets;
+  gc_problem *problems; /* OP_GC: manifests that could not be read */
+  size_t nproblems;
 } art_op;
 
 /*
@@ -106,6 +126,10 @@ static void op_free(void *data)
   tide_tree_clear(&op->tree);
   tide_blob_names_clear(&op->keep);
   tide_blob_names_clear(&op->trees);
+  for (size_t i = 0; i < op->nassets; i++)
+    free(op->assets[i].name);
+  free(op->assets);
+  free(op->problems);
   if (op->kind == OP_OPEN)
     tide_blob_reader_close(op->reader);
   if (op->kind == OP_LOCK && op->rc >= 0)
@@ -159,6 +183,106 @@ static void check_hex(lua_State *L, int idx)
   luaL_argcheck(L, tide_blob_hex_valid(luaL_checkstring(L, idx)), idx, "sha256 expected");
 }
 
+/*
+** What a damaged manifest still says: every sha256 in it. gc keeps them all rather than lose the
+** files of a tree that verify will report.
+*/
+static int salvage_names(const char *root, const char *hex, tide_blob_names *keep)
+{
+  char p[4096];
+  char *text;
+  size_t len;
+  if (tide_blob_path(root, hex, p, sizeof p) < 0 || tide_fs_read(p, &text, &len, NULL) < 0)
+    return 0;
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i + TIDE_BLOB_HEX_LEN <= len;) {
+    size_t j = i;
+    while (j < len && ((text[j] >= '0' && text[j] <= '9') || (text[j] >= 'a' && text[j] <= 'f')))
+      j++;
+    if (j - i == TIDE_BLOB_HEX_LEN) {
+      char h[TIDE_BLOB_HEX_LEN + 1];
+      memcpy(h, text + i, TIDE_BLOB_HEX_LEN);
+      h[TIDE_BLOB_HEX_LEN] = 0;
+      rc = tide_blob_names_add(keep, h);
+    }
+    i = j + 1;
+  }
+  free(text);
+  return rc;
+}
+
+static void gc_work(art_op *op)
+{
+  tide_err *err = &op->err;
+  /* The files of every referenced tree are referenced too. */
+  for (size_t i = 0; op->rc == 0 && i < op->trees.n; i++) {
+    char *text;
+    size_t len;
+    tide_tree tree;
+    tide_err e;
+    int rc = tide_blob_read(op->root, op->trees.v[i], &text, &len, &e);
+    if (rc == 0) {
+      rc = tide_tree_parse(text, len, &tree, &e);
+      free(text);
+    }
+    if (rc == -ENOMEM) {
+      op->rc = tide_err_set(err, rc, "out of memory");
+      break;
+    }
+    if (rc < 0) {
+      /* Reported with the versions it belongs to; what it still names is kept, gc goes on. */
+      gc_problem *v = realloc(op->problems, (op->nproblems + 1) * sizeof *v);
+      if (!v || salvage_names(op->root, op->trees.v[i], &op->keep) < 0) {
+        if (v)
+          op->problems = v;
+        op->rc = tide_err_set(err, -ENOMEM, "out of memory");
+        break;
+      }
+      op->problems = v;
+      memcpy(v[op->nproblems].hex, op->trees.v[i], sizeof v->hex);
+      snprintf(v[op->nproblems].msg, sizeof v->msg, "%s", e.msg);
+      op->nproblems++;
+      continue;
+    }
+    for (size_t j = 0; op->rc == 0 && j < tree.n; j++) {
+      if (tree.v[j].kind == TIDE_TREE_FILE && tide_blob_names_add(&op->keep, tree.v[j].hex))
+        op->rc = tide_err_set(err, -ENOMEM, "out of memory");
+    }
+    tide_tree_clear(&tree);
+  }
+  if (op->rc == 0) {
+    tide_blob_names_sort(&op->keep);
+    op->rc = tide_blob_gc(op->root, &op->keep, op->grace, op->dry_run, &op->gc, err);
+  }
+}
+
+/* The assets of a version composed into one tree, restored as one: all of it or nothing. */
+static void get_assets_work(art_op *op)
+{
+  tide_err *err = &op->err;
+  for (size_t i = 0; op->rc == 0 && i < op->nassets; i++) {
+    op_asset *a = &op->assets[i];
+    if (!a->is_tree) {
+      op->rc = tide_tree_add_asset(&op->tree, a->name, NULL, a->mode, a->hex,
+                                   a->xxh3[0] ? a->xxh3 : NULL, a->size, err);
+      continue;
+    }
+    char *text;
+    size_t len;
+    tide_tree sub;
+    op->rc = tide_blob_read(op->root, a->hex, &text, &len, err);
+    if (op->rc < 0)
+      break;
+    op->rc = tide_tree_parse(text, len, &sub, err);
+    free(text);
+    if (op->rc == 0)
+      op->rc = tide_tree_add_asset(&op->tree, a->name, &sub, a->mode, NULL, NULL, 0, err);
+    tide_tree_clear(&sub);
+  }
+  if (op->rc == 0)
+    op->rc = tide_tree_get(op->root, &op->tree, op->b, op->threads, &op->stats, err);
+}
+
 static void work(void *data)
 {
   art_op *op = data;
@@ -207,37 +331,12 @@ static void work(void *data)
     case OP_VERIFY:
       op->rc = tide_blob_verify(op->root, op->a, &op->size, err);
       break;
-    case OP_GC: {
-      /* The files of every referenced tree are referenced too. */
-      for (size_t i = 0; op->rc == 0 && i < op->trees.n; i++) {
-        char *text;
-        size_t len;
-        tide_tree tree;
-        op->rc = tide_blob_read(op->root, op->trees.v[i], &text, &len, err);
-        if (op->rc == -ENOENT || op->rc == TIDE_EINTEGRITY) {
-          /* A missing or damaged manifest cannot name its files: keep everything, remove none. */
-          char why[sizeof err->msg];
-          memcpy(why, err->msg, sizeof why);
-          op->rc = tide_err_set(err, op->rc, "gc refused: %s (run verify)", why);
-          break;
-        }
-        if (op->rc == 0)
-          op->rc = tide_tree_parse(text, len, &tree, err);
-        free(text);
-        if (op->rc < 0)
-          break;
-        for (size_t j = 0; op->rc == 0 && j < tree.n; j++) {
-          if (tree.v[j].kind == TIDE_TREE_FILE && tide_blob_names_add(&op->keep, tree.v[j].hex))
-            op->rc = tide_err_set(err, -ENOMEM, "out of memory");
-        }
-        tide_tree_clear(&tree);
-      }
-      if (op->rc == 0) {
-        tide_blob_names_sort(&op->keep);
-        op->rc = tide_blob_gc(op->root, &op->keep, op->grace, op->dry_run, &op->gc, err);
-      }
+    case OP_GC:
+      gc_work(op);
       break;
-    }
+    case OP_GET_ASSETS:
+      get_assets_work(op);
+      break;
     case OP_OPEN:
       op->rc = tide_blob_open(op->root, op->a, &op->reader, err);
       break;
@@ -300,6 +399,7 @@ static int done_k(lua_State *L, int status, lua_KContext ctx)
       lua_setfield(L, -2, "size");
       return 1;
     case OP_GET_TREE:
+    case OP_GET_ASSETS:
       lua_createtable(L, 0, 5);
       push_stats(L, &op->stats);
       return 1;
@@ -352,6 +452,17 @@ static int done_k(lua_State *L, int status, lua_KContext ctx)
       set_int(L, "removed", (lua_Integer)op->gc.removed);
       set_int(L, "bytes", (lua_Integer)op->gc.bytes_removed);
       set_int(L, "tmp_removed", (lua_Integer)op->gc.tmp_removed);
+      set_int(L, "cache_removed", (lua_Integer)op->gc.cache_removed);
+      lua_createtable(L, (int)op->nproblems, 0);
+      for (size_t i = 0; i < op->nproblems; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, op->problems[i].hex);
+        lua_setfield(L, -2, "sha256");
+        lua_pushstring(L, op->problems[i].msg);
+        lua_setfield(L, -2, "message");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+      }
+      lua_setfield(L, -2, "problems");
       return 1;
     default:
       lua_pushboolean(L, 1);
@@ -468,6 +579,54 @@ static int a_get_tree(lua_State *L)
   op->b = dup_arg(L, 3);
   op->threads = threads;
   return start(L, box, "artifact.get_tree");
+}
+
+/*
+** get_assets(root, assets, dst [, threads]) -> {files, dirs, links, bytes}: assets is a list of
+** {name, kind = "file"|"tree", sha256, xxh3, mode, size}, restored together as the directory dst.
+*/
+static int a_get_assets(lua_State *L)
+{
+  luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkstring(L, 3);
+  int threads = (int)luaL_optinteger(L, 4, 0);
+  tide_task_check_blocking(L, "artifact.get_assets");
+  lua_settop(L, 4); /* the op box goes above the arguments */
+  art_op **box;
+  art_op *op = op_new(L, OP_GET_ASSETS, &box);
+  size_t n = (size_t)lua_rawlen(L, 2);
+  if (!(op->assets = calloc(n ? n : 1, sizeof *op->assets)))
+    return luaL_error(L, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    luaL_argcheck(L, lua_istable(L, -1), 2, "list of assets expected");
+    op_asset *a = &op->assets[i];
+    op->nassets = i + 1;
+    lua_getfield(L, -1, "name");
+    a->name = strdup(luaL_checkstring(L, -1));
+    lua_getfield(L, -2, "kind");
+    a->is_tree = lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "tree");
+    lua_getfield(L, -3, "sha256");
+    const char *hex = lua_tostring(L, -1);
+    luaL_argcheck(L, hex && tide_blob_hex_valid(hex), 2, "asset sha256 expected");
+    memcpy(a->hex, hex, sizeof a->hex);
+    lua_getfield(L, -4, "xxh3");
+    const char *x = lua_tostring(L, -1);
+    if (x && tide_blob_xxh_valid(x))
+      memcpy(a->xxh3, x, sizeof a->xxh3);
+    lua_getfield(L, -5, "mode");
+    a->mode = (unsigned)luaL_optinteger(L, -1, a->is_tree ? 0755 : 0644) & 07777;
+    lua_getfield(L, -6, "size");
+    a->size = (uint64_t)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 7);
+    if (!a->name)
+      return luaL_error(L, "out of memory");
+  }
+  op->root = dup_arg(L, 1);
+  op->b = dup_arg(L, 3);
+  op->threads = threads;
+  return start(L, box, "artifact.get_assets");
 }
 
 /* One-sha256 calls: read (-> string), verify (-> size), verify_tree (-> files checked),
@@ -706,6 +865,7 @@ static const luaL_Reg functions[] = {
     {"exists", a_exists},
     {"lock", a_lock},
     {"gc", a_gc},
+    {"get_assets", a_get_assets},
     {"get_file", a_get_file},
     {"get_tree", a_get_tree},
     {"init", a_init},

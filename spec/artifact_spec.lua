@@ -21,6 +21,13 @@ local function cli(home, args)
   return helper.sh(q(helper.tide) .. " --home " .. q(home) .. " artifact " .. args .. " 2>&1")
 end
 
+-- Runs the CLI and expects success; returns its output.
+local function cli_ok(home, args)
+  local out, rc = cli(home, args)
+  assert.are.equal(0, rc, out)
+  return out
+end
+
 local function blob_path(home, sha)
   return ("%s/artifacts/blobs/%s/%s"):format(home, sha:sub(1, 2), sha)
 end
@@ -341,19 +348,17 @@ describe("tide.artifact", function()
       assert.matches("blob " .. sha .. " is corrupt %(its content hashes to", out)
       assert.is_nil(helper.read(dir .. "/b/f"))
 
-      -- Pushing the same content again keeps the (damaged) blob that is there, but the asset
-      -- gains its read check, which catches the damage as well.
+      -- Pushing the same content again replaces the damaged blob with the verified copy it just
+      -- wrote, and the asset gains its read check.
       assert.are.equal(0, select(2, cli(home, "push " .. q(dir .. "/f")
         .. " --package old --version 1")))
       out = cli(home, "info old@1 --json")
       assert.are.equal(xxh3, require("tide.json").decode(out).assets[1].xxh3)
       out, rc = cli(home, "pull old@1 " .. q(dir .. "/c"))
-      assert.are.equal(1, rc)
-      assert.matches("its XXH3%-128 is", out)
-      assert.is_nil(helper.read(dir .. "/c/f"))
+      assert.are.equal(0, rc, out)
+      assert.are.equal(helper.read(dir .. "/f"), helper.read(dir .. "/c/f"))
       out, rc = cli(home, "verify old@1")
-      assert.are.equal(1, rc)
-      assert.matches("content hashes to", out)
+      assert.are.equal(0, rc, out)
     end)
 
     it("computes the read check of a blob from another store itself", function()
@@ -466,9 +471,12 @@ describe("tide.artifact", function()
       sh("rm -rf " .. q(other))
       out, rc = cli(home, "pull web@3 " .. q(dir .. "/out2"))
       assert.are.equal(0, rc, out)
+      -- A store that is gone is an error naming it, not "not found"; nothing is created there.
       out, rc = cli(home, "pull web@4 " .. q(dir .. "/out3"))
       assert.are.equal(1, rc, out)
-      assert.matches("no artifact web@4", out)
+      assert.matches("upstream store '" .. other:gsub("%p", "%%%0") .. "' %(repository main%)", out)
+      assert.is_nil(require("tide.uv").fs_lstat(other))
+      assert.is_nil(require("tide.uv").fs_lstat(dir .. "/out3"))
     end)
   end)
 
@@ -477,6 +485,7 @@ describe("tide.artifact", function()
       local home = dir .. "/home"
       tree(dir .. "/src")
       sh("seq 1 300 | while read i; do printf \"$i\" > " .. q(dir .. "/src/bin") .. "/f$i; done")
+      assert.are.equal(0, select(2, cli(home, "ls"))) -- the store exists; the pushes race
       local cmd = q(helper.tide) .. " --home " .. q(home) .. " artifact push " .. q(dir .. "/src")
         .. " --package w --version "
       sh("(" .. cmd .. "1 >/dev/null & " .. cmd .. "2 >/dev/null & " .. cmd .. "1 >/dev/null & "
@@ -553,6 +562,212 @@ describe("tide.artifact", function()
         assert.are.equal(0, count(home .. "/artifacts/tmp"))
         assert.are.equal(0, count(home .. "/artifacts/blobs"))
       end
+    end)
+  end)
+  describe("pulls", function()
+    local uv = require("tide.uv")
+
+    it("leaves no destination when a version of files fails to restore", function()
+      local home = dir .. "/home"
+      helper.write(dir .. "/f", string.rep("p", 5000))
+      cli_ok(home, "push " .. q(dir .. "/f") .. " --package f --version 1")
+      local sha = sh("sha256sum " .. q(dir .. "/f")):match("^%x+")
+      corrupt(blob_path(home, sha))
+      local out, rc = cli(home, "pull f@1 " .. q(dir .. "/new/deeper/out"))
+      assert.are.equal(1, rc, out)
+      assert.matches("is corrupt", out)
+      assert.is_nil(uv.fs_lstat(dir .. "/new")) -- the parents it made are gone as well
+      -- A missing blob, and a write limit: no directory either, and no temporary beside it.
+      sh("rm -f " .. q(blob_path(home, sha)))
+      out, rc = cli(home, "pull f@1 " .. q(dir .. "/out"))
+      assert.are.equal(1, rc, out)
+      assert.matches("missing from the store", out)
+      assert.is_nil(uv.fs_lstat(dir .. "/out"))
+      helper.write(dir .. "/g", string.rep("g", 3 * 1024 * 1024))
+      cli_ok(home, "push " .. q(dir .. "/g") .. " --package g --version 1")
+      out, rc = helper.sh("sh -c 'ulimit -f 1024; exec \"$0\" \"$@\"' " .. q(helper.tide)
+        .. " --home " .. q(home) .. " artifact pull g@1 " .. q(dir .. "/out") .. " 2>&1")
+      assert.are.equal(1, rc, out)
+      assert.matches("file too large", out)
+      assert.are.equal("", sh("ls " .. q(dir) .. " | grep '^out' || true"))
+    end)
+
+    it("fills an empty current directory in place", function()
+      local home = dir .. "/home"
+      tree(dir .. "/src")
+      cli_ok(home, "push " .. q(dir .. "/src") .. " --package t --version 1")
+      sh("mkdir " .. q(dir .. "/here"))
+      local out, rc = helper.sh("cd " .. q(dir .. "/here") .. " && " .. q(helper.tide) .. " --home "
+        .. q(home) .. " artifact pull t@1 . 2>&1")
+      assert.are.equal(0, rc, out)
+      sh("diff -r --no-dereference " .. q(dir .. "/src") .. " " .. q(dir .. "/here"))
+      -- Not empty any more: refused, left alone.
+      out, rc = helper.sh("cd " .. q(dir .. "/here") .. " && " .. q(helper.tide) .. " --home "
+        .. q(home) .. " artifact pull t@1 . 2>&1")
+      assert.are.equal(1, rc, out)
+      assert.matches("exists and is not an empty directory", out)
+    end)
+
+    it("refuses to overwrite an existing file with --asset", function()
+      local home = dir .. "/home"
+      helper.write(dir .. "/f", "new")
+      helper.write(dir .. "/keep", "mine")
+      cli_ok(home, "push " .. q(dir .. "/f") .. " --package f --version 1")
+      local out, rc = cli(home, "pull f@1 " .. q(dir .. "/keep") .. " --asset f")
+      assert.are.equal(1, rc, out)
+      assert.matches("exists", out)
+      assert.are.equal("mine", helper.read(dir .. "/keep"))
+      out, rc = cli(home, "pull f@1 " .. q(dir .. "/fresh") .. " --asset f")
+      assert.are.equal(0, rc, out)
+      assert.are.equal("new", helper.read(dir .. "/fresh"))
+    end)
+
+    it("cleans the debris of a pull killed with SIGKILL", function()
+      local home = dir .. "/home"
+      helper.write(dir .. "/big", string.rep("b", 100000))
+      cli_ok(home, "push " .. q(dir .. "/big") .. " --package b --version 1")
+      -- The blob becomes a FIFO for a while: the pull blocks reading it, its temporary made.
+      local blob = blob_path(home, sh("sha256sum " .. q(dir .. "/big")):match("^%x+"))
+      sh("mv " .. q(blob) .. " " .. q(dir .. "/saved") .. " && mkfifo " .. q(blob))
+      for _, extra in ipairs({ "", " --asset big" }) do
+        sh("mkdir -p " .. q(dir .. "/d") .. " && rm -rf " .. q(dir .. "/d") .. "/*")
+        sh(q(helper.tide) .. " --home " .. q(home) .. " artifact pull b@1 " .. q(dir .. "/d/out")
+          .. extra .. " >/dev/null 2>&1 & echo $! > " .. q(dir .. "/pid"))
+        local pid = helper.read(dir .. "/pid"):match("%d+")
+        sh("for i in $(seq 1 1000); do [ -n \"$(ls " .. q(dir .. "/d") .. " | grep tide-tmp)\" ]"
+          .. " && break; sleep 0.01; done; kill -9 " .. pid .. "; while kill -0 " .. pid
+          .. " 2>/dev/null; do sleep 0.01; done")
+        assert.matches("out%.tide%-tmp%-" .. pid, sh("ls " .. q(dir .. "/d")))
+        sh("rm " .. q(blob) .. " && cp " .. q(dir .. "/saved") .. " " .. q(blob))
+        local out, rc = cli(home, "pull b@1 " .. q(dir .. "/d/out") .. extra)
+        assert.are.equal(0, rc, out)
+        assert.are.equal("out\n", sh("ls " .. q(dir .. "/d")))
+        sh("rm " .. q(blob) .. " && mkfifo " .. q(blob))
+      end
+    end)
+  end)
+
+  describe("review rules", function()
+    it("accepts only letters, digits and the listed punctuation in asset names", function()
+      helper.write(dir .. "/f", "x")
+      local p = pkg()
+      for _, bad in ipairs({ "no\u{a0}break", "rev\u{202e}txt", "zero\u{200b}width",
+        "div\u{2215}slash", "bell\u{7}", "a`b", "a*b" }) do
+        helper.raises("EINPUT", artifact.put_file, dir .. "/f",
+          { package = p, version = "1", name = bad })
+      end
+      for _, good in ipairs({ "Ωmega", "数据", "١٢٣", "ünïcode" }) do
+        artifact.put_file(dir .. "/f", { package = p, version = "1", name = good })
+      end
+    end)
+
+    it("sorts numeric pre-release identifiers before alphanumeric ones", function()
+      local list = { "1.0.0", "1.0.0-rc.1", "1.0.0-beta.11", "1.0.0-beta.2", "1.0.0-beta",
+        "1.0.0-alpha.beta", "1.0.0-alpha.1", "1.0.0-alpha", "1.0.0-a", "1.0.0-1" }
+      table.sort(list, function(a, b) return artifact.compare_versions(a, b) < 0 end)
+      assert.are.same({ "1.0.0-1", "1.0.0-a", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+        "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0" }, list)
+    end)
+
+    it("speaks in the user's words and escapes what it prints", function()
+      local home = dir .. "/home"
+      sh("mkdir -p " .. q(dir .. "/t") .. " && printf x > " .. q(dir .. "/t")
+        .. "/\"$(printf 'a\\033[31mb')\"")
+      local out, rc = cli(home, "push " .. q(dir .. "/t")
+        .. " --package s --version 1 --sha256 xyz")
+      assert.are.equal(2, rc, out)
+      assert.matches("64 hexadecimal", out)
+      cli_ok(home, "push " .. q(dir .. "/t") .. " --package s --version 1")
+      out = cli(home, "tree s@1")
+      assert.matches("a\\x1b[31mb", out, 1, true)
+      assert.is_nil(out:find("\27", 1, true))
+      out, rc = cli(home, "publish s")
+      assert.are.equal(2, rc, out)
+      assert.matches("publish needs an exact version", out)
+      assert.is_nil(out:find("set_status", 1, true))
+      cli_ok(home, "archive s@1")
+      out, rc = cli(home, "pull s@1 " .. q(dir .. "/o"))
+      assert.are.equal(1, rc, out)
+      assert.matches("s@1 is Archived", out, 1, true)
+      out, rc = cli(home, "repo main a b c d e f g h i j k")
+      assert.are.equal(2, rc, out)
+      for _, u in ipairs({ "/tmp/x#", "/tmp/x#a#b", "x#main" }) do
+        out, rc = cli(home, "repo main " .. q(u))
+        assert.are.equal(2, rc, out)
+        assert.matches("invalid upstream", out)
+      end
+    end)
+  end)
+
+  describe("upstream stores", function()
+    it("searches another store's own upstreams, read-only, and reports a damaged one", function()
+      local a, b, c = dir .. "/a", dir .. "/b", dir .. "/c"
+      helper.write(dir .. "/f", "deep")
+      cli_ok(c, "push " .. q(dir .. "/f") .. " --package d --version 1")
+      cli_ok(b, "repo main " .. q(c .. "#main"))
+      cli_ok(a, "repo main " .. q(b))
+      -- (A reader of a WAL database may add its -shm and -wal files; nothing else changes.)
+      local listing = "ls -R " .. q(b) .. " " .. q(c) .. " | grep -v 'state.db-' | md5sum"
+      local before = sh(listing)
+      local out, rc = cli(a, "pull d@1 " .. q(dir .. "/o"))
+      assert.are.equal(0, rc, out)
+      assert.are.equal("deep", helper.read(dir .. "/o/f"))
+      assert.matches("store:" .. c:gsub("%p", "%%%0") .. "#main",
+        require("tide.json").decode((cli(a, "info d@1 --json"))).origin)
+      assert.are.equal(before, sh(listing))
+      -- An empty directory as an upstream store stays empty; a damaged one is named.
+      sh("mkdir " .. q(dir .. "/empty"))
+      cli_ok(a, "repo main " .. q(dir .. "/empty"))
+      out, rc = cli(a, "pull e@1 " .. q(dir .. "/o2"))
+      assert.are.equal(1, rc, out)
+      assert.matches("upstream store", out)
+      assert.are.equal("", sh("ls -A " .. q(dir .. "/empty")))
+      helper.write(c .. "/state.db", "garbage garbage garbage garbage garbage")
+      cli_ok(a, "repo main " .. q(c))
+      out, rc = cli(a, "pull x@1 " .. q(dir .. "/o3"))
+      assert.are.equal(1, rc, out)
+      assert.matches("upstream store '" .. c:gsub("%p", "%%%0") .. "'", out)
+    end)
+  end)
+
+  describe("gc rules", function()
+    it("counts the grace period from when a blob lost its last reference", function()
+      local home = dir .. "/home"
+      helper.write(dir .. "/a", "released")
+      cli_ok(home, "push " .. q(dir .. "/a") .. " --package a --version 1")
+      sh("find " .. q(home .. "/artifacts/blobs") .. " -type f -exec touch -d '2 hours ago' {} +")
+      cli_ok(home, "dispose a@1")
+      assert.matches("removed 0 blobs", cli(home, "gc")) -- written long ago, released just now
+      assert.are.equal(1, count(home .. "/artifacts/blobs"))
+      assert.matches("removed 1 blob ", cli(home, "gc --grace 0"))
+    end)
+
+    it("names the version of a damaged manifest and goes on", function()
+      local home = dir .. "/home"
+      sh("mkdir " .. q(dir .. "/t") .. " && printf ccc > " .. q(dir .. "/t/c"))
+      helper.write(dir .. "/b", "bbb")
+      cli_ok(home, "push " .. q(dir .. "/t") .. " --package t --version 1")
+      cli_ok(home, "push " .. q(dir .. "/b") .. " --package b --version 1")
+      cli_ok(home, "delete b@1")
+      local info = require("tide.json").decode((cli(home, "info t@1 --json")))
+      local m = blob_path(home, info.sha256)
+      corrupt(m)
+      local out, rc = cli(home, "gc --grace 0")
+      assert.are.equal(1, rc, out)
+      assert.matches("t@1 asset tree in repository main: its manifest cannot be read", out)
+      assert.matches("removed 1 blob ", out) -- b's, unreferenced; t's file is kept
+      assert.are.equal(2, count(home .. "/artifacts/blobs"))
+    end)
+
+    it("drops the stat caches of directories that are gone", function()
+      local home = dir .. "/home"
+      sh("mkdir " .. q(dir .. "/t") .. " && printf ccc > " .. q(dir .. "/t/c"))
+      cli_ok(home, "push " .. q(dir .. "/t") .. " --package t --version 1")
+      assert.are.equal(1, count(home .. "/artifacts/cache"))
+      assert.matches("0 stat caches", cli(home, "gc"))
+      sh("rm -rf " .. q(dir .. "/t"))
+      assert.matches("1 stat cache;", cli(home, "gc"))
+      assert.are.equal(0, count(home .. "/artifacts/cache"))
     end)
   end)
 end)

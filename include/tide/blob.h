@@ -8,7 +8,8 @@
 **
 ** Writes go to a temporary file in tmp/, are fsynced (or, for a tree, flushed with one syncfs),
 ** and are renamed into blobs/ only then, so a reader or a crash never sees part of a blob. Two
-** processes writing the same content both rename an identical file into place, which is harmless.
+** processes writing the same content both rename an identical file into place, which is harmless,
+** and a write of content already stored replaces the blob there, which repairs a damaged one.
 ** Reads check what they hand out and fail with TIDE_EINTEGRITY when the content does not match,
 ** so a blob corrupted on disk is never returned silently.
 **
@@ -110,7 +111,7 @@ void tide_blob_names_sort(tide_blob_names *names);
 int tide_blob_names_has(const tide_blob_names *sorted, const char *hex);
 
 typedef struct tide_blob_gc_stats {
-  size_t kept, removed, tmp_removed;
+  size_t kept, removed, tmp_removed, cache_removed;
   uint64_t bytes_removed;
 } tide_blob_gc_stats;
 
@@ -131,7 +132,10 @@ void tide_blob_unlock(int fd);
 
 /*
 ** Removes every blob that is not in keep (sorted) and was written more than grace seconds ago,
-** and temporary files older than grace. With dry_run only counts. The caller holds the store lock
+** temporary files older than grace, and the stat caches of cache/ whose source directory is gone
+** or that no put has used for grace seconds. Whoever drops a blob's last reference keeps it in
+** keep for grace seconds more (the index knows when; the file's time does not). With dry_run only
+*counts. The caller holds the store lock
 ** exclusive across reading the index that gave keep and this sweep.
 */
 int tide_blob_gc(const char *root, const tide_blob_names *keep, int64_t grace, int dry_run,
@@ -162,8 +166,9 @@ typedef struct tide_tree_entry {
   unsigned mode;
   uint64_t size;
   char hex[TIDE_BLOB_HEX_LEN + 1];
-  char *path;   /* owned by the tree */
-  char *target; /* links only; owned by the tree */
+  char xxh3[TIDE_BLOB_XXH_LEN + 1]; /* files: the read check when not empty, else hex */
+  char *path;                       /* owned by the tree */
+  char *target;                     /* links only; owned by the tree */
 } tide_tree_entry;
 
 typedef struct tide_tree {
@@ -192,11 +197,25 @@ int tide_tree_put(const char *root, const char *src, int threads, char **manifes
                   tide_tree_stats *stats, tide_err *err);
 
 /*
-** Restores a parsed tree into dst, which must not exist (or be an empty directory): the tree is
-** built in a temporary sibling directory and renamed to dst at the end, so on failure dst does
-** not appear. Every file is verified against its sha256.
+** Restores a parsed tree into dst, which must not exist or be an empty directory; nothing else is
+** ever replaced (TIDE_EEXIST, -EEXIST). A new dst is built in a temporary sibling
+** "<dst>.tide-tmp-<pid>-<n>" and renamed into place; an existing empty directory (".") is filled
+** from a temporary inside it, its top-level entries moved in at the end. On failure dst does not
+** appear (or stays empty). Temporaries left by a killed tide are removed by the next restore into
+** the same place once their process is gone. Every file is verified (against its xxh3 when set,
+** else its sha256). Trees keep no times, owners, extended attributes or hard links.
 */
 int tide_tree_get(const char *root, const tide_tree *tree, const char *dst, int threads,
                   tide_tree_stats *stats, tide_err *err);
+
+/*
+** Appends one asset of a version to tree, so that a version of several assets restores as one
+** tree: a file asset (sub NULL: hex, xxh3 or NULL, size, mode) or a tree asset (sub, its parsed
+** manifest, placed under a directory of that name with mode). name must be one path segment
+** without control characters, not already in tree (TIDE_EINPUT otherwise); tree is unchanged on
+** failure.
+*/
+int tide_tree_add_asset(tide_tree *tree, const char *name, const tide_tree *sub, unsigned mode,
+                        const char *hex, const char *xxh3, uint64_t size, tide_err *err);
 
 #endif

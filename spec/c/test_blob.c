@@ -458,6 +458,122 @@ static void test_file_size_limit(void **state)
   assert_int_equal(count_dir("store/tmp"), 0);
 }
 
+static void test_repair(void **state)
+{
+  tide_err err;
+  tide_blob_info a;
+  put("src", "hello\n", 0644);
+  /* put_file and put_mem replace a damaged blob with their verified copy. */
+  assert_int_equal(tide_blob_put_file(store, P("src"), NULL, &a, &err), 0);
+  corrupt(HELLO);
+  assert_int_equal(tide_blob_verify(store, HELLO, NULL, &err), TIDE_EINTEGRITY);
+  assert_int_equal(tide_blob_put_file(store, P("src"), NULL, &a, &err), 0);
+  assert_int_equal(a.stored, 0);
+  assert_int_equal(tide_blob_verify(store, HELLO, NULL, &err), 0);
+  corrupt(HELLO);
+  assert_int_equal(tide_blob_put_mem(store, "hello\n", 6, &a, &err), 0);
+  assert_int_equal(tide_blob_verify(store, HELLO, NULL, &err), 0);
+  /* A tree put reading the file (no stat cache for this directory) repairs it too. */
+  corrupt(HELLO);
+  assert_int_equal(tide_fs_mkdir_p(P("t2"), 0755, NULL), 0);
+  put("t2/h", "hello\n", 0644);
+  char *m;
+  size_t l;
+  tide_tree_stats st;
+  assert_int_equal(tide_tree_put(store, P("t2"), 0, &m, &l, &st, &err), 0);
+  free(m);
+  assert_int_equal(tide_blob_verify(store, HELLO, NULL, &err), 0);
+  /* A stat-cache hit checks the size: a truncated blob is read again and replaced. */
+  char p[PATH_MAX * 2];
+  tide_blob_path(store, HELLO, p, sizeof p);
+  assert_int_equal(truncate(p, 2), 0);
+  assert_int_equal(tide_tree_put(store, P("t2"), 0, &m, &l, &st, &err), 0);
+  free(m);
+  assert_int_equal(tide_blob_verify(store, HELLO, NULL, &err), 0);
+  assert_int_equal(count_dir("store/tmp"), 0);
+}
+
+static void test_restore_places(void **state)
+{
+  tide_err err;
+  tide_blob_info a;
+  assert_int_equal(tide_blob_put_mem(store, "hello\n", 6, &a, &err), 0);
+  /* An existing file is never replaced. */
+  put("exists", "mine", 0644);
+  assert_int_equal(tide_blob_get_file(store, HELLO, NULL, P("exists"), 0644, &err), -EEXIST);
+  char *text = slurp(P("exists"));
+  assert_string_equal(text, "mine");
+  free(text);
+  /* Debris of a dead process is cleaned; a live one's is left. */
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(0);
+  waitpid(pid, NULL, 0);
+  char stale[PATH_MAX * 2], live[PATH_MAX * 2];
+  snprintf(stale, sizeof stale, "%s/out.tide-tmp-%ld-0", base, (long)pid);
+  snprintf(live, sizeof live, "%s/out.tide-tmp-%ld-0", base, (long)getppid());
+  assert_int_equal(mkdir(stale, 0700), 0);
+  assert_int_equal(mkdir(live, 0700), 0);
+  assert_int_equal(tide_blob_get_file(store, HELLO, a.xxh3, P("out"), 0644, &err), 0);
+  assert_int_equal(access(stale, F_OK), -1);
+  assert_int_equal(access(live, F_OK), 0);
+  rmdir(live);
+  /* Several assets compose one tree; bad names are refused and leave the tree as it was. */
+  tide_tree t = {0};
+  assert_int_equal(tide_tree_add_asset(&t, "one", NULL, 0600, HELLO, a.xxh3, 6, &err), 0);
+  static const char *const bad[] = {"", ".", "..", "a/b", "x\ny", "one"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    assert_int_equal(tide_tree_add_asset(&t, bad[i], NULL, 0600, HELLO, NULL, 6, &err),
+                     TIDE_EINPUT);
+  tide_tree sub = {0};
+  const char *m = "tide-tree 1\nd\t0750\td\nf\t0644\t6\t" HELLO "\td/h\n";
+  assert_int_equal(tide_tree_parse(m, strlen(m), &sub, &err), 0);
+  assert_int_equal(tide_tree_add_asset(&t, "tree", &sub, 0755, NULL, NULL, 0, &err), 0);
+  tide_tree_clear(&sub);
+  assert_int_equal(t.n, 4);
+  /* Into an existing empty directory: filled in place, its own mode kept. */
+  assert_int_equal(mkdir(P("empty"), 0710), 0);
+  tide_tree_stats st;
+  assert_int_equal(tide_tree_get(store, &t, P("empty"), 0, &st, &err), 0);
+  struct stat s;
+  assert_int_equal(stat(P("empty/tree/d/h"), &s), 0);
+  assert_int_equal(stat(P("empty/one"), &s), 0);
+  assert_int_equal(s.st_mode & 07777, 0600);
+  assert_int_equal(stat(P("empty"), &s), 0);
+  assert_int_equal(s.st_mode & 07777, 0710);
+  /* A damaged blob: nothing appears, and the empty directory stays empty. */
+  corrupt(HELLO);
+  assert_int_equal(tide_tree_get(store, &t, P("new"), 0, &st, &err), TIDE_EINTEGRITY);
+  assert_int_equal(access(P("new"), F_OK), -1);
+  assert_int_equal(mkdir(P("empty2"), 0755), 0);
+  assert_int_equal(tide_tree_get(store, &t, P("empty2"), 0, &st, &err), TIDE_EINTEGRITY);
+  assert_int_equal(count_dir("empty2"), 0);
+  assert_int_equal(rmdir(P("empty2")), 0);
+  tide_tree_clear(&t);
+}
+
+static void test_gc_caches(void **state)
+{
+  make_tree();
+  tide_err err;
+  char *m;
+  size_t l;
+  tide_tree_stats st;
+  assert_int_equal(tide_tree_put(store, P("t"), 0, &m, &l, &st, &err), 0);
+  free(m);
+  assert_int_equal(count_dir("store/cache"), 1);
+  tide_blob_names keep = {0};
+  tide_blob_gc_stats gs;
+  assert_int_equal(tide_blob_gc(store, &keep, 3600, 0, &gs, &err), 0);
+  assert_int_equal(gs.cache_removed, 0);
+  assert_int_equal(tide_fs_rm_r(P("t"), &err), 0);
+  assert_int_equal(tide_blob_gc(store, &keep, 3600, 1, &gs, &err), 0);
+  assert_int_equal(gs.cache_removed, 1);
+  assert_int_equal(count_dir("store/cache"), 1); /* dry run */
+  assert_int_equal(tide_blob_gc(store, &keep, 3600, 0, &gs, &err), 0);
+  assert_int_equal(count_dir("store/cache"), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -470,6 +586,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tree_hostile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
       cmocka_unit_test_setup_teardown(test_file_size_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_restore_places, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_gc_caches, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

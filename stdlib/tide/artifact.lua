@@ -95,6 +95,15 @@ local function schema()
       -- The XXH3-128 of a file asset, computed with its sha256 when it is stored: reads check it
       -- instead of a second SHA-256 pass. NULL for trees and for assets recorded before it.
       "ALTER TABLE artifact_assets ADD COLUMN xxh3 TEXT",
+      -- When a blob last lost a reference (a version disposed or deleted): gc keeps it for the
+      -- grace period from then, not from when the blob was written.
+      [[
+      CREATE TABLE IF NOT EXISTS artifact_released (
+        sha256 TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        released_us INTEGER NOT NULL,
+        PRIMARY KEY (sha256, kind));
+      ]],
     })
     migrated[home] = true
   end
@@ -144,13 +153,11 @@ local function check_repo(r)
   return r
 end
 
-local ASSET_PUNCT = "~!@^&()-_+[]{};,."
-local asset_ok = {}
-for c in ASSET_PUNCT:gmatch(".") do
-  asset_ok[c] = true
-end
+-- Unicode letters (L) and decimal digits (Nd), the punctuation ~!@^&()-_+[]{};,. and spaces
+-- (single, inner: checked apart).
+local ASSET_CHARS = "^[\\p{L}\\p{Nd}~!@^&()\\-_+\\[\\]{};,. ]+$"
 
---- Asset names follow the generic format: letters and digits (Unicode too), the punctuation
+--- Asset names follow the generic format: Unicode letters and digits, the punctuation
 --- ~!@^&()-_+[]{};,. and single inner spaces; at most 255 characters; not "." or "..".
 function M.valid_asset_name(name)
   if type(name) ~= "string" or name == "" or name == "." or name == ".." then
@@ -166,11 +173,13 @@ function M.valid_asset_name(name)
   if name:find("^ ") or name:find(" $") or name:find("  ") then
     return false, "leading, trailing or double space"
   end
-  for _, cp in utf8.codes(name) do
-    local ok = cp >= 128 or (cp < 128 and (utf8.char(cp):match("%w") or asset_ok[utf8.char(cp)]
-      or cp == 32))
-    if not ok or cp == 0x2028 or cp == 0x2029 or (cp >= 0x80 and cp < 0xa0) then
-      return false, ("character '%s' is not allowed"):format(utf8.char(cp))
+  if not require("tide.re").find(name, ASSET_CHARS, 1, "u") then
+    for _, cp in utf8.codes(name) do
+      local c = utf8.char(cp)
+      if not require("tide.re").find(c, ASSET_CHARS, 1, "u") then
+        return false, ("character U+%04X is not allowed (letters, digits, spaces and "
+          .. "~!@^&()-_+[]{};,. only)"):format(cp)
+      end
     end
   end
   return true
@@ -208,7 +217,8 @@ local function cmp_chunks(a, b)
     elseif y == nil then
       return 1
     elseif type(x) ~= type(y) then
-      return type(x) == "number" and 1 or -1 -- "1.0a" before "1.0.1"
+      -- As semver ranks identifiers: numbers before text ("1.0.0-1" before "1.0.0-a").
+      return type(x) == "number" and -1 or 1
     elseif x ~= y then
       return x < y and -1 or 1
     end
@@ -299,9 +309,15 @@ local function ensure_package(r)
   return package_row(r)
 end
 
+-- (SELECT * so that a read-only store whose tables predate the xxh3 column can be read.)
 local function assets_of(vid)
-  return db.rows("SELECT name, kind, sha256, xxh3, size, files, mode FROM artifact_assets "
-    .. "WHERE version_id = ? ORDER BY name", vid)
+  local out = {}
+  for _, a in ipairs(db.rows("SELECT * FROM artifact_assets WHERE version_id = ? ORDER BY name",
+    vid)) do
+    out[#out + 1] = { name = a.name, kind = a.kind, sha256 = a.sha256, xxh3 = a.xxh3,
+      size = a.size, files = a.files, mode = a.mode }
+  end
+  return out
 end
 
 -- The public shape of a version: repo, namespace, package, version, status, sha256, size, files,
@@ -366,9 +382,20 @@ end
 -- An upstream is another repository of this store ("name") or a repository of another tide store
 -- on disk ("/path/to/home" or "/path/to/home#repo"; the repo defaults to main).
 local function parse_upstream(u)
+  if type(u) ~= "string" or u == "" or u:find("%c") then
+    raise("EINPUT", "an upstream is a repository name or /path/to/home[#repo], not %q",
+      tostring(u))
+  end
   if u:sub(1, 1) == "/" then
-    local home, repo = u:match("^([^#]+)#(.+)$")
+    local home, repo = u:match("^([^#]+)#([^#]*)$")
+    if u:find("#", 1, true) and not (home and repo ~= "") then
+      raise("EINPUT", "invalid upstream '%s': write /path/to/home#repo (one '#', then a "
+        .. "repository name)", u)
+    end
     return { home = home or u, repo = check_repo(repo or DEFAULT_REPO) }
+  end
+  if u:find("#", 1, true) then
+    raise("EINPUT", "invalid upstream '%s': a store path starts with '/'", u)
   end
   return { repo = check_repo(u) }
 end
@@ -390,7 +417,7 @@ function M.repo(name, opts)
   name = check_repo(name)
   local ups = opts.upstreams or {}
   if #ups > MAX_UPSTREAMS then
-    raise("ELIMIT", "a repository has at most %d upstreams", MAX_UPSTREAMS)
+    raise("EINPUT", "a repository has at most %d upstreams, not %d", MAX_UPSTREAMS, #ups)
   end
   for _, u in ipairs(ups) do
     if type(u) ~= "string" or u:find("\n") then
@@ -426,20 +453,125 @@ local function tide_exe()
   return require("tide.uv").exepath()
 end
 
--- Asks another tide store for a version through a tide process of its own (its index is its
--- business); returns the version table or nil.
-local function remote_info(up, r)
-  local proc = require("tide.proc")
-  local res = proc.run({ tide_exe(), "--home", up.home, "--json", "artifact", "info",
-    ref_string(r), "--repo", up.repo, "--no-upstream", timeout = 60 })
-  if res.code ~= 0 then
-    return nil
+local function home_key(home)
+  return require("tide.uv").fs_realpath(home) or home
+end
+
+local LOOKUP_TIMEOUT = 60
+
+-- Asks another tide store for q in repository up.repo and, failing that, in that repository's
+-- upstreams, through a tide of its own that opens the store read-only (it never creates or
+-- migrates anything there): the index of a store is its own tide's business. Returns its answer
+-- {found, searched, seen, version, root, origin}; a store that cannot answer (missing, damaged,
+-- too slow) raises an error naming it.
+local function remote_lookup(up, q, state)
+  local json = require("tide.json")
+  local seen = {}
+  for k in pairs(state.seen) do
+    seen[#seen + 1] = k
   end
-  local ok, v = pcall(require("tide.json").decode, res.stdout)
-  if not ok or type(v) ~= "table" or not FETCHABLE[v.status] then
-    return nil
+  table.sort(seen)
+  local res = require("tide.proc").run({ tide_exe(), "--home", up.home, "artifact", "lookup",
+    ref_string(q), "--repo", up.repo, "--budget", tostring(state.limit - state.searched),
+    "--seen", json.encode(seen), timeout = LOOKUP_TIMEOUT })
+  local where = ("upstream store '%s' (repository %s)"):format(up.home, up.repo)
+  if res.timed_out then
+    raise("ETIMEDOUT", "%s did not answer within %d s", where, LOOKUP_TIMEOUT)
   end
-  return v
+  local ok, ans = pcall(json.decode, res.stdout or "")
+  if not ok or type(ans) ~= "table" then
+    raise("EIO", "%s: no answer (exit %s): %s", where, tostring(res.code),
+      ((res.stderr or ""):match("[^\n]+") or "nothing on stderr"))
+  end
+  if type(ans.error) == "table" then
+    -- Its bad input (no store there, a damaged one) is no bad usage here: a failed operation.
+    local code = type(ans.error.code) == "string" and ans.error.code:match("^E[A-Z]+$") or "EIO"
+    if code == "EINPUT" or code == "EUSAGE" then
+      code = "EIO"
+    end
+    raise(code, "%s: %s", where, tostring(ans.error.message))
+  end
+  if math.type(ans.searched) ~= "integer" or ans.searched < 1 then
+    raise("EIO", "%s: a malformed answer", where)
+  end
+  return ans
+end
+
+-- A version found in another store is outside input: its names, digests and sizes are checked
+-- before anything is copied or recorded.
+local function check_remote_version(v, q, where)
+  local function bad(what)
+    raise("EINPUT", "%s: a malformed answer (%s)", where, what)
+  end
+  if type(v) ~= "table" or type(v.version) ~= "string" or not FETCHABLE[v.status]
+      or type(v.assets) ~= "table" or #v.assets == 0 then
+    bad("version")
+  end
+  check_version(v.version)
+  if q.version and q.version ~= "latest" and v.version ~= q.version then
+    bad("another version")
+  end
+  for _, a in ipairs(v.assets) do
+    if type(a) ~= "table" or not M.valid_asset_name(a.name) then
+      bad("asset name")
+    end
+    if (a.kind ~= "file" and a.kind ~= "tree") or type(a.sha256) ~= "string"
+        or not a.sha256:match("^" .. ("[0-9a-f]"):rep(64) .. "$") then
+      bad("asset " .. a.name)
+    end
+    for _, k in ipairs({ "size", "files", "mode" }) do
+      if math.type(a[k]) ~= "integer" or a[k] < 0 or (k == "mode" and a[k] > 4095) then
+        bad("asset " .. a.name .. " " .. k)
+      end
+    end
+  end
+end
+
+-- Searches the upstreams of repo, in order and depth first: a repository of this store is looked
+-- at, then its own upstreams; another store answers for its repository and that one's upstreams.
+-- state: {seen = {key = true}, searched = n, limit = n, home = this store's real home, prefix =
+-- origin prefix for this store's repositories}. Returns {version, root, origin, remote} or nil.
+local function search_upstreams(repo, q, state)
+  for _, u in ipairs(upstreams_of(repo)) do
+    if state.searched >= state.limit then
+      return nil
+    end
+    local up = parse_upstream(u)
+    local key = (up.home and home_key(up.home) or state.home) .. "#" .. up.repo
+    if not state.seen[key] then
+      state.seen[key] = true
+      local uq = { repo = up.repo, namespace = q.namespace, package = q.package,
+        version = q.version }
+      if up.home then
+        local ans = remote_lookup(up, uq, state)
+        state.searched = state.searched + ans.searched
+        for _, k in ipairs(type(ans.seen) == "table" and ans.seen or {}) do
+          state.seen[tostring(k)] = true
+        end
+        if ans.found then
+          local where = ("upstream store '%s' (repository %s)"):format(up.home, up.repo)
+          check_remote_version(ans.version, uq, where)
+          if type(ans.root) ~= "string" or ans.root:sub(1, 1) ~= "/"
+              or type(ans.origin) ~= "string" then
+            raise("EINPUT", "%s: a malformed answer (origin)", where)
+          end
+          return { version = ans.version, root = ans.root, origin = ans.origin, remote = true }
+        end
+      else
+        state.searched = state.searched + 1
+        local upkg, uv = local_version(uq)
+        if uv and FETCHABLE[uv.status] then
+          return { version = describe(upkg, uv), root = state.home .. "/artifacts",
+            origin = state.prefix .. up.repo }
+        end
+        local found = search_upstreams(up.repo, q, state)
+        if found then
+          return found
+        end
+      end
+    end
+  end
+  return nil
 end
 
 -- The XXH3-128 this store already knows for a file blob, or nil.
@@ -505,51 +637,60 @@ local function resolve(r, opts)
   if v or (opts and opts.upstream == false) then
     return pkg, v
   end
-  local seen, searched = { [r.repo] = true }, 1
-  -- Blobs imported from another store are unreferenced until retain commits: hold the lock.
-  local held <close> = setmetatable({}, { __close = function(h)
-    if h.lock then
-      h.lock:unlock()
-    end
-  end })
-  local function search(repo)
-    for _, u in ipairs(upstreams_of(repo)) do
-      if searched >= MAX_SEARCHED then
-        return nil
-      end
-      local up = parse_upstream(u)
-      local key = (up.home or "") .. "#" .. up.repo
-      if not seen[key] then
-        seen[key] = true
-        searched = searched + 1
-        local q = { repo = up.repo, namespace = r.namespace, package = r.package,
-          version = r.version }
-        if up.home then
-          local rv = remote_info(up, q)
-          if rv then
-            held.lock = held.lock or check(native.lock(root(), false))
-            import_blobs(up.home .. "/artifacts", root(), rv.assets)
-            return rv, "store:" .. up.home .. "#" .. up.repo
-          end
-        else
-          local upkg, uv = local_version(q)
-          if uv and FETCHABLE[uv.status] then
-            return describe(upkg, uv), "repo:" .. up.repo
-          end
-          local found, origin = search(up.repo)
-          if found then
-            return found, origin
-          end
-        end
-      end
-    end
-    return nil
-  end
-  local found, origin = search(r.repo)
+  local home = home_key(require("tide._runtime").home())
+  local state = { seen = { [home .. "#" .. r.repo] = true }, searched = 1, limit = MAX_SEARCHED,
+    home = home, prefix = "repo:" }
+  local found = search_upstreams(r.repo, r, state)
   if not found then
     return pkg, nil
   end
-  return retain(r, found, origin)
+  if found.remote then
+    -- Blobs imported from another store are unreferenced until retain commits: hold the lock.
+    local _ <close> = check(native.lock(root(), false))
+    import_blobs(found.root, root(), found.version.assets)
+    return retain(r, found.version, found.origin)
+  end
+  return retain(r, found.version, found.origin)
+end
+
+--- What `tide artifact lookup` answers for a downstream store, on a store opened read-only:
+--- ref in opts.repo, else in its upstreams (opts.budget repositories at most, skipping the
+--- opts.seen keys "realhome#repo"). Never writes to the store.
+function M.lookup(ref, opts)
+  local r = M.parse_ref(ref, opts)
+  local home = home_key(require("tide._runtime").home())
+  local budget = opts.budget or MAX_SEARCHED
+  local state = { seen = {}, searched = 1, limit = budget, home = home,
+    prefix = "store:" .. home .. "#" }
+  for _, k in ipairs(type(opts.seen) == "table" and opts.seen or {}) do
+    state.seen[tostring(k)] = true
+  end
+  state.seen[home .. "#" .. r.repo] = true
+  local function answer(found)
+    local seen = {}
+    for k in pairs(state.seen) do
+      seen[#seen + 1] = k
+    end
+    table.sort(seen)
+    local out = { found = found ~= nil, searched = state.searched, seen = seen }
+    if found then
+      for _, a in ipairs(found.version.assets) do
+        a.xxh3 = nil -- computed by whoever imports, never taken on trust
+      end
+      out.version, out.root, out.origin = found.version, found.root, found.origin
+    end
+    return out
+  end
+  local meta = db.row("SELECT value FROM meta WHERE key = 'schema.artifact'")
+  if not meta or budget < 1 then
+    return answer(nil) -- no artifact was ever stored here
+  end
+  local pkg, v = local_version(r)
+  if v and FETCHABLE[v.status] then
+    return answer({ version = describe(pkg, v), root = home .. "/artifacts",
+      origin = state.prefix .. r.repo })
+  end
+  return answer(search_upstreams(r.repo, r, state))
 end
 
 local function must_resolve(r, opts)
@@ -628,6 +769,12 @@ local function record(r, asset, opts)
   end)
 end
 
+local function check_sha256(h)
+  if h ~= nil and (type(h) ~= "string" or not h:match("^%x+$") or #h ~= 64) then
+    raise("EINPUT", "sha256 must be 64 hexadecimal digits")
+  end
+end
+
 local function basename(p)
   return (p:gsub("/+$", ""):match("([^/]+)$")) or p
 end
@@ -637,10 +784,7 @@ end
 function M.put_file(path, opts)
   local r = publish_opts(opts)
   local name = check_asset(opts.name or basename(path))
-  if opts.sha256 ~= nil and (type(opts.sha256) ~= "string" or not opts.sha256:match("^%x+$")
-      or #opts.sha256 ~= 64) then
-    raise("EINPUT", "sha256 must be 64 hexadecimal digits")
-  end
+  check_sha256(opts.sha256)
   local rt = root()
   -- Shared store lock from the first blob to the commit: gc cannot sweep in between.
   local _ <close> = check(native.lock(rt, false))
@@ -658,6 +802,7 @@ end
 function M.put_dir(dir, opts)
   local r = publish_opts(opts)
   local name = check_asset(opts.name or DEFAULT_TREE_ASSET)
+  check_sha256(opts.sha256)
   local rt = root()
   local uv = require("tide.uv")
   local real_dir, real_home = uv.fs_realpath(dir), uv.fs_realpath(rt .. "/..")
@@ -690,10 +835,14 @@ end
 
 -- ---- reading ----------------------------------------------------------------------------------
 
+-- r with the version found (a reference may say latest or nothing).
+local function found_ref(r, v)
+  return ref_string({ namespace = r.namespace, package = r.package, version = v.version })
+end
+
 local function fetchable(r, v)
   if not FETCHABLE[v.status] then
-    raise("ECONFLICT", "%s@%s is %s: its assets cannot be downloaded", ref_string(r), v.version,
-      v.status)
+    raise("ECONFLICT", "%s is %s: its assets cannot be downloaded", found_ref(r, v), v.status)
   end
 end
 
@@ -711,10 +860,6 @@ function M.get(ref, dest, opts)
   local out = describe(pkg, v)
   local rt = root()
   local assets = out.assets
-  local parent = dest:match("^(.*[^/])/+[^/]+/*$")
-  if parent then
-    check(require("tide.fs").mkdir_p(parent))
-  end
   if opts.asset then
     local pick
     for _, a in ipairs(assets) do
@@ -723,34 +868,38 @@ function M.get(ref, dest, opts)
       end
     end
     if not pick then
-      raise("ENOENT", "%s@%s has no asset '%s'", ref_string(r), v.version, opts.asset)
+      raise("ENOENT", "%s has no asset '%s'", found_ref(r, v), opts.asset)
     end
     assets = { pick }
   end
+  -- Missing parents are created, and removed again (when still empty) if the pull fails.
+  local uv = require("tide.uv")
+  local made = {}
+  local parent = dest:match("^(.*[^/])/+[^/]+/*$")
+  while parent and not uv.fs_lstat(parent) do
+    table.insert(made, 1, parent)
+    parent = parent:match("^(.*[^/])/+[^/]+/*$")
+  end
+  if made[1] then
+    check(require("tide.fs").mkdir_p(made[#made]))
+  end
+  local ok, msg, code
   if #assets == 1 and (opts.asset or assets[1].kind == "tree") then
     local a = assets[1]
     if a.kind == "tree" then
-      check(native.get_tree(rt, a.sha256, dest, opts.threads))
+      ok, msg, code = native.get_tree(rt, a.sha256, dest, opts.threads)
     else
-      check(native.get_file(rt, a.sha256, dest, a.mode, a.xxh3))
+      ok, msg, code = native.get_file(rt, a.sha256, dest, a.mode, a.xxh3)
     end
-    return out
+  else
+    -- Several assets (or one file asset) make a directory, built whole before it appears.
+    ok, msg, code = native.get_assets(rt, assets, dest, opts.threads)
   end
-  local fs = require("tide.fs")
-  if require("tide.uv").fs_lstat(dest) then
-    local entries = require("tide.uv").fs_scandir(dest)
-    if not entries or require("tide.uv").fs_scandir_next(entries) then
-      raise("EEXIST", "'%s' exists and is not an empty directory", dest)
+  if not ok then
+    for i = #made, 1, -1 do
+      uv.fs_rmdir(made[i])
     end
-  end
-  check(fs.mkdir_p(dest))
-  for _, a in ipairs(assets) do
-    local to = dest .. "/" .. a.name
-    if a.kind == "tree" then
-      check(native.get_tree(rt, a.sha256, to, opts.threads))
-    else
-      check(native.get_file(rt, a.sha256, to, a.mode, a.xxh3))
-    end
+    error(tide.error(code or "EIO", msg), 2)
   end
   return out
 end
@@ -770,7 +919,7 @@ function M.open(ref, opts)
     end
   end
   if not a or a.kind ~= "file" then
-    raise("ENOENT", "%s@%s has no file asset%s", ref_string(r), v.version,
+    raise("ENOENT", "%s has no file asset%s", found_ref(r, v),
       opts.asset and (" '" .. opts.asset .. "'") or "")
   end
   local reader = check(native.open(root(), a.sha256))
@@ -844,12 +993,21 @@ end
 
 -- ---- status, retention, deletion --------------------------------------------------------------
 
+-- Notes that the assets of version vid lose a reference now (inside the caller's transaction).
+local function release(vid)
+  db.exec("INSERT INTO artifact_released (sha256, kind, released_us) "
+    .. "SELECT sha256, kind, ? FROM artifact_assets WHERE version_id = ? AND true "
+    .. "ON CONFLICT (sha256, kind) DO UPDATE SET released_us = excluded.released_us",
+    now_us(), vid)
+end
+
 --- Moves a version to another status along the model's transitions; Disposed drops its assets.
 function M.set_status(ref, status, opts)
   opts = opts or {}
   local r = M.parse_ref(ref, opts)
   if not r.version or r.version == "latest" then
-    raise("EINPUT", "set_status needs an exact version")
+    raise("EINPUT", "changing the status of %s needs an exact version (%s@VERSION)",
+      ref_string(r), ref_string({ namespace = r.namespace, package = r.package }))
   end
   if not TRANSITIONS[status] then
     raise("EINPUT", "unknown status '%s' (one of %s)", tostring(status),
@@ -868,6 +1026,7 @@ function M.set_status(ref, status, opts)
       db.exec("UPDATE artifact_versions SET status = ?, updated_us = ? WHERE id = ?", status,
         now_us(), v.id)
       if status == "Disposed" then
+        release(v.id)
         db.exec("DELETE FROM artifact_assets WHERE version_id = ?", v.id)
       end
     end
@@ -880,13 +1039,17 @@ function M.delete(ref, opts)
   opts = opts or {}
   local r = M.parse_ref(ref, opts)
   if not r.version or r.version == "latest" then
-    raise("EINPUT", "delete needs an exact version")
+    raise("EINPUT", "deleting needs an exact version (%s@VERSION)",
+      ref_string({ namespace = r.namespace, package = r.package }))
   end
   schema()
   db.tx(function()
     local _, v = local_version(r)
     if not v then
       raise("ENOENT", "no artifact %s in repository '%s'", ref_string(r), r.repo)
+    end
+    if v.status ~= "Disposed" then
+      release(v.id)
     end
     db.exec("DELETE FROM artifact_assets WHERE version_id = ?", v.id)
     db.exec("DELETE FROM artifact_versions WHERE id = ?", v.id)
@@ -978,7 +1141,9 @@ function M.verify(ref, opts)
 end
 
 --- Removes blobs no version references, once they are older than opts.grace seconds (default
---- 3600), and leftover temporary files as old. opts.dry_run only counts.
+--- 3600) and lost their last reference at least as long ago, leftover temporary files as old, and
+--- unused stat caches. opts.dry_run only counts. A tree whose manifest cannot be read is reported
+--- in stats.problems ({ref, repo, asset, message}); what the damaged manifest still names is kept.
 function M.gc(opts)
   opts = opts or {}
   local grace = opts.grace or DEFAULT_GRACE
@@ -989,15 +1154,43 @@ function M.gc(opts)
   -- Exclusive: no put is between its blobs and its commit while the index is read and swept.
   local _ <close> = check(native.lock(rt, true))
   local blobs, trees = {}, {}
-  for _, a in ipairs(db.rows("SELECT DISTINCT a.sha256, a.kind FROM artifact_assets a "
-    .. "JOIN artifact_versions v ON v.id = a.version_id WHERE v.status <> 'Disposed'")) do
-    if a.kind == "tree" then
-      trees[#trees + 1] = a.sha256
+  local function add(sha, kind)
+    if kind == "tree" then
+      trees[#trees + 1] = sha
     else
-      blobs[#blobs + 1] = a.sha256
+      blobs[#blobs + 1] = sha
     end
   end
-  return check(native.gc(rt, blobs, trees, grace, opts.dry_run and true or false))
+  for _, a in ipairs(db.rows("SELECT DISTINCT a.sha256, a.kind FROM artifact_assets a "
+    .. "JOIN artifact_versions v ON v.id = a.version_id WHERE v.status <> 'Disposed'")) do
+    add(a.sha256, a.kind)
+  end
+  local cutoff = now_us() - grace * 1000000
+  for _, a in ipairs(db.rows("SELECT sha256, kind FROM artifact_released WHERE released_us > ?",
+    cutoff)) do
+    add(a.sha256, a.kind)
+  end
+  local st = check(native.gc(rt, blobs, trees, grace, opts.dry_run and true or false))
+  local problems = {}
+  for _, p in ipairs(st.problems) do
+    local rows = db.rows("SELECT a.name, v.version, k.repo, k.namespace, k.name AS package "
+      .. "FROM artifact_assets a JOIN artifact_versions v ON v.id = a.version_id "
+      .. "JOIN artifact_packages k ON k.id = v.package_id WHERE a.sha256 = ? AND a.kind = 'tree' "
+      .. "ORDER BY k.repo, k.namespace, k.name, v.version", p.sha256)
+    for _, row in ipairs(rows) do
+      problems[#problems + 1] = { ref = ref_string({ namespace = row.namespace,
+        package = row.package, version = row.version }), repo = row.repo, asset = row.name,
+        sha256 = p.sha256, message = p.message }
+    end
+    if #rows == 0 then -- released only: nothing to name but the blob
+      problems[#problems + 1] = { sha256 = p.sha256, message = p.message }
+    end
+  end
+  st.problems = problems
+  if not opts.dry_run then
+    db.exec("DELETE FROM artifact_released WHERE released_us <= ?", cutoff)
+  end
+  return st
 end
 
 --- The entries of a tree asset: {type, path, mode, size, sha256, target}.
@@ -1011,7 +1204,7 @@ function M.tree(ref, opts)
       return check(native.tree(root(), a.sha256))
     end
   end
-  raise("ENOENT", "%s@%s has no tree asset", ref_string(r), v.version)
+  raise("ENOENT", "%s has no tree asset", found_ref(r, v))
 end
 
 return M

@@ -18,6 +18,7 @@ usage: tide artifact push PATH --package P --version V [--namespace N] [--repo R
        tide artifact retain PACKAGE [--keep N] [--days D] [--dry-run]
        tide artifact repo NAME [UPSTREAM...]     (an upstream: a repository or /path/to/home#repo)
        tide artifact repos
+       tide artifact lookup REF [--repo R]      (what a downstream store runs: read-only, JSON)
 REF is [NAMESPACE/]PACKAGE@VERSION (VERSION may be latest); --repo R (default main) and
 --namespace N apply to every subcommand.]]
 
@@ -29,7 +30,8 @@ local SPEC = {
     ["--no-upstream"] = "no_upstream", ["--help"] = "help", ["-h"] = "help" },
   values = { ["--package"] = "package", ["--version"] = "version", ["--namespace"] = "namespace",
     ["--repo"] = "repo", ["--name"] = "name", ["--sha256"] = "sha256", ["--asset"] = "asset",
-    ["--grace"] = "grace", ["--keep"] = "keep", ["--days"] = "days" },
+    ["--grace"] = "grace", ["--keep"] = "keep", ["--days"] = "days", ["--budget"] = "budget",
+    ["--seen"] = "seen" },
 }
 
 local function usage(fmt, ...)
@@ -70,8 +72,36 @@ local function table_out(rows)
   end
 end
 
+-- Names from a store can hold any byte but NUL: control characters, backslashes and invalid
+-- UTF-8 are shown escaped so that they cannot drive the terminal or hide in the output.
+local function shown(s)
+  s = tostring(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local ok, cp = pcall(utf8.codepoint, s, i)
+    local len = ok and #utf8.char(cp) or 1
+    if not ok then
+      out[#out + 1] = ("\\x%02x"):format(s:byte(i))
+    elseif cp == 92 then
+      out[#out + 1] = "\\\\"
+    elseif cp == 9 then
+      out[#out + 1] = "\\t"
+    elseif cp == 10 then
+      out[#out + 1] = "\\n"
+    elseif cp < 32 or cp == 127 then
+      out[#out + 1] = ("\\x%02x"):format(cp)
+    elseif cp >= 0x80 and cp < 0xa0 then
+      out[#out + 1] = ("\\u{%x}"):format(cp)
+    else
+      out[#out + 1] = s:sub(i, i + len - 1)
+    end
+    i = i + len
+  end
+  return table.concat(out)
+end
+
 local function ref_of(v)
-  return require("tide.artifact").ref_string(v)
+  return shown(require("tide.artifact").ref_string(v))
 end
 
 local function show_version(ctx, v)
@@ -81,7 +111,7 @@ local function show_version(ctx, v)
   io.stdout:write(("%s  %s  repo %s  %s  %d file%s\n"):format(ref_of(v), v.status, v.repo,
     size(v.size), v.files, v.files == 1 and "" or "s"))
   for _, a in ipairs(v.assets or {}) do
-    io.stdout:write(("  %s  %s  %s  %s\n"):format(a.name, a.kind, a.sha256, size(a.size)))
+    io.stdout:write(("  %s  %s  %s  %s\n"):format(shown(a.name), a.kind, a.sha256, size(a.size)))
   end
 end
 
@@ -179,25 +209,29 @@ function commands.tree(ctx, opts, pos, art)
   end
   for _, e in ipairs(entries) do
     if e.type == "link" then
-      io.stdout:write(("l          %s -> %s\n"):format(e.path, e.target))
+      io.stdout:write(("l          %s -> %s\n"):format(shown(e.path), shown(e.target)))
     else
       io.stdout:write(("%s %04o %s %s\n"):format(e.type == "file" and "f" or "d", e.mode,
-        e.type == "file" and ("%10d"):format(e.size) or ("%10s"):format(""), e.path))
+        e.type == "file" and ("%10d"):format(e.size) or ("%10s"):format(""), shown(e.path)))
     end
   end
   return 0
 end
 
-local function set_status(status)
+local function set_status(word, status)
   return function(ctx, opts, pos, art)
-    local ref = pos[1] or usage("a reference is needed (PACKAGE@VERSION)")
+    local ref = pos[1] or usage("%s needs a reference (PACKAGE@VERSION)", word)
+    local version = ref:match("@(.*)$")
+    if not version or version == "" or version == "latest" then
+      usage("%s needs an exact version: %s@VERSION, not '%s'", word, ref:match("^[^@]*"), ref)
+    end
     show_version(ctx, art.set_status(ref, status, { repo = opts.repo,
       namespace = opts.namespace }))
     return 0
   end
 end
 for word, status in pairs(STATUS_OF) do
-  commands[word] = set_status(status)
+  commands[word] = set_status(word, status)
 end
 
 function commands.delete(ctx, opts, pos, art)
@@ -231,11 +265,17 @@ function commands.gc(ctx, opts, pos, art)
   end
   local st = art.gc({ dry_run = opts.dry_run, grace = int_opt("--grace", opts.grace) })
   if not out_json(ctx, st) then
-    io.stdout:write(("%s %d blob%s (%s), %d temporary file%s; %d kept\n"):format(
+    io.stdout:write(("%s %d blob%s (%s), %d temporary file%s, %d stat cache%s; %d kept\n"):format(
       opts.dry_run and "would remove" or "removed", st.removed, st.removed == 1 and "" or "s",
-      size(st.bytes), st.tmp_removed, st.tmp_removed == 1 and "" or "s", st.kept))
+      size(st.bytes), st.tmp_removed, st.tmp_removed == 1 and "" or "s", st.cache_removed,
+      st.cache_removed == 1 and "" or "s", st.kept))
   end
-  return 0
+  for _, p in ipairs(st.problems) do
+    io.stderr:write(("tide artifact gc: %s: its manifest cannot be read (%s); kept what it "
+      .. "still names, run verify\n"):format(p.ref and (p.ref .. " asset " .. shown(p.asset)
+      .. " in repository " .. p.repo) or ("released tree " .. p.sha256), p.message))
+  end
+  return #st.problems == 0 and 0 or 1
 end
 
 function commands.retain(ctx, opts, pos, art)
@@ -277,11 +317,34 @@ function commands.repos(ctx, _, _, art)
   return 0
 end
 
+-- The read-only answer to another store's upstream search: always JSON on stdout, errors too.
+local function lookup(ctx, args)
+  local json = require("tide.json")
+  local ok, res = pcall(function()
+    local opts, pos = q.parse("artifact lookup", ctx, args, SPEC)
+    local ref = pos[1] or usage("lookup needs a reference")
+    require("tide.cli").open_store(ctx, true)
+    local seen = opts.seen and json.decode(opts.seen) or {}
+    return require("tide.artifact").lookup(ref, { repo = opts.repo, namespace = opts.namespace,
+      budget = int_opt("--budget", opts.budget), seen = seen })
+  end)
+  if not ok then
+    local e = tide.is_error(res) and res or { code = "EIO", message = tostring(res) }
+    io.stdout:write(json.encode({ error = { code = e.code, message = e.message } }), "\n")
+    return 1
+  end
+  io.stdout:write(json.encode(res), "\n")
+  return 0
+end
+
 function M.run(ctx, args)
   local sub = args[1]
   if not sub or sub == "help" or sub == "--help" or sub == "-h" then
     io.stdout:write(USAGE, "\n")
     return sub and 0 or 2
+  end
+  if sub == "lookup" then
+    return lookup(ctx, table.move(args, 2, #args, 1, {}))
   end
   local fn = commands[sub] or usage("unknown subcommand '%s'", sub)
   local opts, pos = q.parse("artifact " .. sub, ctx, table.move(args, 2, #args, 1, {}), SPEC)
