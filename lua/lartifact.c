@@ -145,14 +145,10 @@ static int op_gc(lua_State *L)
   return 0;
 }
 
+/* In a continuation: checks the resume, then hands op to a box on the stack; returns op. */
 static art_op *op_resumed(lua_State *L, int status, lua_KContext ctx)
 {
-  tide_task_resumed(L, status);
-  art_op *op = (art_op *)ctx;
-  art_op **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = op;
-  luaL_setmetatable(L, OP_MT);
-  return op;
+  return tide_task_work_box(L, status, ctx, OP_MT);
 }
 
 /* A new op, boxed on the stack until it is handed to the pool (so a raise frees it). */

@@ -85,12 +85,7 @@ static char *dup_or_null(const char *s, int *oom)
 /* In a continuation: checks the resume, then hands op to a box on the stack; returns op. */
 static fs_op *op_resumed(lua_State *L, int status, lua_KContext ctx)
 {
-  tide_task_resumed(L, status);
-  fs_op *op = (fs_op *)ctx;
-  fs_op **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = op;
-  luaL_setmetatable(L, OP_MT);
-  return op;
+  return tide_task_work_box(L, status, ctx, OP_MT);
 }
 
 static int run_op(lua_State *L, const char *what, void (*work)(void *), fs_op *op, lua_KFunction k)

@@ -322,12 +322,7 @@ static tide_git_remote_opts remote_opts(git_op *op, tide_git_creds *creds)
 /* In a continuation: checks the resume, then hands op to a box on the stack; returns op. */
 static git_op *op_resumed(lua_State *L, int status, lua_KContext ctx)
 {
-  tide_task_resumed(L, status);
-  git_op *op = (git_op *)ctx;
-  git_op **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = op;
-  luaL_setmetatable(L, OP_MT);
-  return op;
+  return tide_task_work_box(L, status, ctx, OP_MT);
 }
 
 /* Starts work on op, whose box is at the top of the stack; from here the pool owns op. */

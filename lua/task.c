@@ -833,6 +833,15 @@ static void pool_cancel(tide_wait *wait)
   w->detached = 1;
 }
 
+void *tide_task_work_box(lua_State *L, int status, lua_KContext ctx, const char *mt)
+{
+  tide_task_resumed(L, status);
+  void **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = (void *)ctx;
+  luaL_setmetatable(L, mt);
+  return (void *)ctx;
+}
+
 int tide_task_work(lua_State *L, const char *what, void (*work)(void *data),
                    void (*abandon)(void *data), void *data, lua_KFunction k, lua_KContext ctx)
 {

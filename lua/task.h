@@ -68,6 +68,13 @@ void tide_task_check_blocking(lua_State *L, const char *what);
 int tide_task_work(lua_State *L, const char *what, void (*work)(void *data),
                    void (*abandon)(void *data), void *data, lua_KFunction k, lua_KContext ctx);
 
+/*
+** For a continuation of tide_task_work: checks the resume (tide_task_resumed), then puts ctx, the
+** work's data, in a box on the stack whose metatable mt has a __gc that frees what the box holds,
+** so that an error raised while the results are pushed still frees the data. Returns ctx.
+*/
+void *tide_task_work_box(lua_State *L, int status, lua_KContext ctx, const char *mt);
+
 /* The span id of the task running on L, or 0. */
 uint64_t tide_task_span(lua_State *L);
 
