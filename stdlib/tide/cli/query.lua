@@ -50,6 +50,31 @@ function M.parse(cmd, ctx, args, spec)
   return opts, pos
 end
 
+--- Lines of a text table: every column but the last padded to its widest cell, two spaces
+--- apart; right lists the (1-based) columns aligned to the right (numbers, durations).
+function M.columns(rows, right)
+  local width, ncol, is_right = {}, 0, {}
+  for _, c in ipairs(right or {}) do
+    is_right[c] = true
+  end
+  for _, row in ipairs(rows) do
+    ncol = math.max(ncol, #row)
+    for c = 1, #row - 1 do
+      width[c] = math.max(width[c] or 0, #row[c])
+    end
+  end
+  local out = {}
+  for _, row in ipairs(rows) do
+    local cells = {}
+    for c = 1, #row do
+      cells[c] = c < ncol and ("%" .. (is_right[c] and "" or "-") .. width[c] .. "s"):format(row[c])
+        or row[c]
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return out
+end
+
 --- A positive integer from a command-line word, or a usage error naming what it should be.
 function M.id(cmd, what, word)
   local n = word and word:match("^%d+$") and math.tointeger(tonumber(word))

@@ -46,18 +46,7 @@ local function list_recent(ctx, reports, opts)
     rows[#rows + 1] = { tostring(r.id), r.build, r.group, r.status, q.time(r.created),
       reports.summary_text(r.kind, r.summary, r.errors) }
   end
-  local width = {}
-  for _, row in ipairs(rows) do
-    for c = 1, 5 do
-      width[c] = math.max(width[c] or 0, #row[c])
-    end
-  end
-  local out = {}
-  for _, row in ipairs(rows) do
-    out[#out + 1] = string.format("%" .. width[1] .. "s  %-" .. width[2] .. "s  %-" .. width[3]
-      .. "s  %-" .. width[4] .. "s  %-" .. width[5] .. "s  %s", table.unpack(row))
-  end
-  io.stdout:write(table.concat(out, "\n"), "\n")
+  io.stdout:write(table.concat(q.columns(rows, { 1 }), "\n"), "\n")
   return 0
 end
 

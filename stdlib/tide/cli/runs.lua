@@ -59,18 +59,7 @@ function M.run(ctx, args)
     end
     rows[#rows + 1] = { tostring(r.id), r.status, q.time(r.started), q.duration(took), r.name }
   end
-  local width = {}
-  for _, row in ipairs(rows) do
-    for c = 1, 4 do
-      width[c] = math.max(width[c] or 0, #row[c])
-    end
-  end
-  local out = {}
-  for _, row in ipairs(rows) do
-    out[#out + 1] = string.format("%" .. width[1] .. "s  %-" .. width[2] .. "s  %-" .. width[3]
-      .. "s  %" .. width[4] .. "s  %s", table.unpack(row))
-  end
-  io.stdout:write(table.concat(out, "\n"), "\n")
+  io.stdout:write(table.concat(q.columns(rows, { 1, 4 }), "\n"), "\n")
   return 0
 end
 
