@@ -27,25 +27,9 @@
 #include "tide/blob.h"
 #include "tide/fs.h"
 
-static char base[PATH_MAX], store[PATH_MAX + 16];
+#include "scratch.h"
 
-static const char *P(const char *rel)
-{
-  static char buf[4][2 * PATH_MAX];
-  static int i;
-  i = (i + 1) % 4;
-  snprintf(buf[i], sizeof buf[i], "%s/%s", base, rel);
-  return buf[i];
-}
-
-static void put(const char *rel, const char *text, mode_t mode)
-{
-  FILE *f = fopen(P(rel), "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-  assert_int_equal(chmod(P(rel), mode), 0);
-}
+static char store[PATH_MAX + 16];
 
 static char *slurp(const char *path)
 {
@@ -70,10 +54,8 @@ static size_t count_dir(const char *rel)
 
 static int setup(void **state)
 {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(base, sizeof base, "%s/tide-blob-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-  assert_non_null(mkdtemp(base));
-  snprintf(store, sizeof store, "%s/store", base);
+  assert_int_equal(scratch_make("blob"), 0);
+  snprintf(store, sizeof store, "%s/store", scratch_root);
   tide_err err;
   assert_int_equal(tide_blob_init(store, &err), 0);
   return 0;
@@ -81,8 +63,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-  tide_err err;
-  assert_int_equal(tide_fs_rm_r(base, &err), 0);
+  assert_int_equal(scratch_remove(), 0);
   return 0;
 }
 
@@ -510,8 +491,8 @@ static void test_restore_places(void **state)
     _exit(0);
   waitpid(pid, NULL, 0);
   char stale[PATH_MAX * 2], live[PATH_MAX * 2];
-  snprintf(stale, sizeof stale, "%s/out.tide-tmp-%ld-0", base, (long)pid);
-  snprintf(live, sizeof live, "%s/out.tide-tmp-%ld-0", base, (long)getppid());
+  snprintf(stale, sizeof stale, "%s/out.tide-tmp-%ld-0", scratch_root, (long)pid);
+  snprintf(live, sizeof live, "%s/out.tide-tmp-%ld-0", scratch_root, (long)getppid());
   assert_int_equal(mkdir(stale, 0700), 0);
   assert_int_equal(mkdir(live, 0700), 0);
   assert_int_equal(tide_blob_get_file(store, HELLO, a.xxh3, P("out"), 0644, &err), 0);

@@ -20,25 +20,7 @@
 
 #include "tide/fs.h"
 
-static char root[PATH_MAX];
-
-static const char *P(const char *rel)
-{
-  static char buf[4][2 * PATH_MAX];
-  static int i;
-  i = (i + 1) % 4;
-  snprintf(buf[i], sizeof buf[i], "%s/%s", root, rel);
-  return buf[i];
-}
-
-static void put(const char *rel, const char *text, mode_t mode)
-{
-  FILE *f = fopen(P(rel), "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-  assert_int_equal(chmod(P(rel), mode), 0);
-}
+#include "scratch.h"
 
 static void dir(const char *rel)
 {
@@ -47,19 +29,14 @@ static void dir(const char *rel)
 
 static int setup(void **state)
 {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(root, sizeof root, "%s/tide-fs-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-  assert_non_null(mkdtemp(root));
+  assert_int_equal(scratch_make("fs"), 0);
   return 0;
 }
 
 static int teardown(void **state)
 {
   /* rm_r cleans up after every test, which also exercises it on what the test left. */
-  tide_err err;
-  chmod(root, 0700);
-  if (tide_fs_rm_r(root, &err) != 0)
-    fprintf(stderr, "cleanup: %s\n", err.msg);
+  scratch_remove();
   return 0;
 }
 
@@ -312,7 +289,7 @@ static void test_rm_r_readonly(void **state)
     return;
   }
   /* root ignores permissions, so run the checks as nobody in a child. */
-  assert_int_equal(chown(root, 65534, 65534), 0);
+  assert_int_equal(chown(scratch_root, 65534, 65534), 0);
   fflush(NULL);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -398,7 +375,7 @@ static void test_files(void **state)
   assert_int_equal(stat(P("w"), &st), 0);
   assert_int_equal(st.st_mode & 07777, 0640);
   tide_fs_list l = {0};
-  assert_int_equal(tide_fs_walk(root, &l, &err), 0);
+  assert_int_equal(tide_fs_walk(scratch_root, &l, &err), 0);
   assert_int_equal(l.n, 1);
   tide_fs_list_clear(&l);
   /* failure leaves nothing: the directory does not exist */
@@ -409,7 +386,7 @@ static void test_files(void **state)
   assert_int_equal(tide_fs_read(P("plain"), &data, &len, &err), 0);
   assert_string_equal(data, "abc");
   free(data);
-  assert_int_equal(tide_fs_read(root, &data, &len, &err), -EISDIR);
+  assert_int_equal(tide_fs_read(scratch_root, &data, &len, &err), -EISDIR);
   assert_int_equal(tide_fs_read(P("nope"), &data, &len, &err), -ENOENT);
   char want[PATH_MAX + 64];
   snprintf(want, sizeof want, "read '%s': no such file or directory", P("nope"));

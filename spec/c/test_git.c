@@ -20,39 +20,18 @@
 
 #include "tide/git.h"
 
-static char root[PATH_MAX];
-
-static const char *P(const char *rel)
-{
-  static char buf[4][2 * PATH_MAX];
-  static int i;
-  i = (i + 1) % 4;
-  snprintf(buf[i], sizeof buf[i], "%s/%s", root, rel);
-  return buf[i];
-}
-
-static void put(const char *rel, const char *text)
-{
-  FILE *f = fopen(P(rel), "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
+#include "scratch.h"
 
 static int setup(void **state)
 {
   (void)state;
-  const char *tmp = getenv("TMPDIR");
-  snprintf(root, sizeof root, "%s/tide-git-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-  return mkdtemp(root) ? 0 : -1;
+  return scratch_make("git");
 }
 
 static int teardown(void **state)
 {
   (void)state;
-  char cmd[PATH_MAX + 16];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  return system(cmd) == 0 ? 0 : -1;
+  return scratch_remove();
 }
 
 static void test_redact(void **state)
@@ -137,11 +116,11 @@ static void test_local_repository(void **state)
   tide_git_repo_info_clear(&info);
 
   char first[TIDE_GIT_OID_HEX], second[TIDE_GIT_OID_HEX], id[TIDE_GIT_OID_HEX];
-  put("r/a.txt", "a\n");
+  put("r/a.txt", "a\n", 0644);
   const char *all[] = {"."};
   assert_int_equal(tide_git_add(repo, all, 1, &err), 0);
   assert_int_equal(tide_git_commit_create(repo, "first\n\nbody", "A", "a@b", first, &err), 0);
-  put("r/b.txt", "b\n");
+  put("r/b.txt", "b\n", 0644);
   unlink(P("r/a.txt"));
   tide_git_statuses st = {0};
   assert_int_equal(tide_git_status(repo, &st, &err), 0);
