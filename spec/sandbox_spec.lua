@@ -19,11 +19,22 @@ end
 
 -- Scratch directories live in /var/tmp, not TMPDIR: a sandbox mounts a fresh /tmp, so a probe
 -- or a cwd under the host's /tmp (where a checkout's build directory may well be) is not there.
+local scratches = {}
 local function scratch()
   local dir = helper.sh("mktemp -d /var/tmp/tide-sandbox-spec.XXXXXX"):gsub("\n$", "")
   assert(dir ~= "", "cannot make a directory in /var/tmp")
+  scratches[#scratches + 1] = dir
   return dir
 end
+
+-- /var/tmp outlives the test's own TMPDIR: remove what this file made there.
+teardown(function()
+  require("tide.uv").chdir("/")
+  for _, dir in ipairs(scratches) do
+    helper.sh("chmod -R u+rwX '" .. dir .. "' 2>/dev/null; rm -rf '" .. dir .. "' '" .. dir
+      .. "-link'")
+  end
+end)
 
 -- A directory the sandbox user may write (as root the sandbox runs as OUTER, not root).
 local function workdir()
