@@ -46,18 +46,24 @@ M.in_tx = native.in_tx
 --- Brings module's tables up to date: steps[i] is the SQL of version i. The version reached is
 --- kept in the meta table under "schema.<module>"; steps already applied are skipped, and a
 --- newer version than this tide knows is an error. Returns the version.
+local migrated = {} -- module -> version this process brought its tables to (one store each)
+
 function M.migrate(module, steps)
   assert(type(module) == "string" and module:match("^[%w_.-]+$"), "module name expected")
   assert(type(steps) == "table", "list of SQL steps expected")
+  if migrated[module] == #steps then
+    return #steps
+  end
   local key = "schema." .. module
   local function current()
     local row = M.row("SELECT value FROM meta WHERE key = ?", key)
     return row and tonumber(row.value) or 0
   end
   if current() == #steps then
+    migrated[module] = #steps
     return #steps
   end
-  return (M.tx(function()
+  migrated[module] = (M.tx(function()
     local have = current() -- again, under the write lock
     if have > #steps then
       local msg = "the store's %s tables are version %d, newer than this tide (%d)"
@@ -70,6 +76,7 @@ function M.migrate(module, steps)
       .. "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, tostring(#steps))
     return #steps
   end))
+  return migrated[module]
 end
 
 return M

@@ -49,9 +49,7 @@ local function nonce()
   if f then
     f:close()
   end
-  return (b:gsub(".", function(c)
-    return string.format("%02x", c:byte())
-  end))
+  return string.format(string.rep("%02x", #b), b:byte(1, -1))
 end
 
 local function current_user()
