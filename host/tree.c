@@ -79,12 +79,43 @@ static size_t strset_slot(const strset *s, const char *key)
   return i;
 }
 
-/* Adds key (borrowed) with val; returns 0, or 1 when key was there already. */
+/* Doubles the table and places every key again; 0 or -ENOMEM (the set is unchanged then). */
+static int strset_grow(strset *s)
+{
+  strset bigger = {calloc(s->cap * 2, sizeof *s->v), calloc(s->cap * 2, sizeof *s->val), s->cap * 2,
+                   0};
+  if (!bigger.v || !bigger.val) {
+    strset_free(&bigger);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < s->cap; i++) {
+    if (s->v[i]) {
+      size_t j = strset_slot(&bigger, s->v[i]);
+      bigger.v[j] = s->v[i];
+      bigger.val[j] = s->val[i];
+      bigger.n++;
+    }
+  }
+  strset_free(s);
+  *s = bigger;
+  return 0;
+}
+
+/*
+** Adds key (borrowed) with val; returns 0, 1 when key was there already, or -ENOMEM. The table
+** stays at most half full, growing as needed: the size given to strset_init is only a guess
+** (a hostile manifest can hold far more entries than its length suggests).
+*/
 static int strset_add(strset *s, const char *key, size_t val)
 {
   size_t i = strset_slot(s, key);
   if (s->v[i])
     return 1;
+  if ((s->n + 1) * 2 > s->cap) {
+    if (strset_grow(s) < 0)
+      return -ENOMEM;
+    i = strset_slot(s, key);
+  }
   s->v[i] = key;
   s->val[i] = val;
   s->n++;
@@ -375,14 +406,19 @@ int tide_tree_parse(const char *text, size_t len, tide_tree *out, tide_err *err)
         break;
       }
     }
-    if (strset_add(&all, e->path, 0)) {
+    int added = strset_add(&all, e->path, 0);
+    if (added == 0 && kind == 'd')
+      added = strset_add(&dirs, e->path, 0);
+    if (added < 0) {
+      rc = tide_err_set(err, -ENOMEM, "tree manifest: out of memory");
+      break;
+    }
+    if (added) {
       char msg[320];
       snprintf(msg, sizeof msg, "duplicate path '%.200s'", e->path);
       rc = parse_fail(err, line, msg);
       break;
     }
-    if (kind == 'd')
-      strset_add(&dirs, e->path, 0);
     /* The sets borrow paths that a realloc of out->v does not move (they are separate blocks). */
   }
   strset_free(&dirs);
@@ -809,7 +845,10 @@ int tide_tree_put(const char *root, const char *src, int threads, char **manifes
       if (!it->tmp)
         continue;
       /* Two files of this tree with the same new content: publish one, drop the other. */
-      if (strset_add(&seen, it->hex, i)) {
+      int added = strset_add(&seen, it->hex, i);
+      if (added < 0) {
+        rc = tide_err_set(err, -ENOMEM, "put_dir: out of memory");
+      } else if (added) {
         unlink(it->tmp);
       } else {
         rc = blob_rename(root, it->tmp, it->hex, err);

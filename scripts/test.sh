@@ -53,8 +53,10 @@ fuzz() {
     corpus=fuzz/corpus/${name#fuzz_}
     work=$(mktemp -d)
     [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
+    # -timeout: an input that runs for 10 s is a finding (a hang), not a reason to wait forever.
     echo "-- $name for ${fuzz_seconds}s"
-    "$target" -max_total_time="$fuzz_seconds" -print_final_stats=0 "$work" >"build-fuzz/$name.log" 2>&1 ||
+    "$target" -max_total_time="$fuzz_seconds" -timeout=10 -print_final_stats=0 "$work" \
+      >"build-fuzz/$name.log" 2>&1 ||
       { tail -40 "build-fuzz/$name.log"; rm -rf "$work"; return 1; }
     rm -rf "$work"
   done
