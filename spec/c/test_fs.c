@@ -288,7 +288,11 @@ static void test_rm_r_readonly(void **state)
     rm_r_readonly_checks();
     return;
   }
-  /* root ignores permissions, so run the checks as nobody in a child. */
+  /* root ignores permissions, so run the checks as nobody in a child, in a directory nobody
+  ** can reach (TMPDIR may lie below a directory only root may search). */
+  assert_int_equal(rmdir(scratch_root), 0);
+  snprintf(scratch_root, sizeof scratch_root, "/var/tmp/tide-fs-XXXXXX");
+  assert_non_null(mkdtemp(scratch_root));
   assert_int_equal(chown(scratch_root, 65534, 65534), 0);
   fflush(NULL);
   pid_t pid = fork();

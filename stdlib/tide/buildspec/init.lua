@@ -572,17 +572,20 @@ function M.run(opts)
 
   -- The shell's scripts and status file live outside HOME, which a sandboxed shell may not
   -- traverse; as root, the sandbox runs commands as TIDE_SANDBOX_ROOT_UID, who must own it.
-  local shdir = string.format("%s/tide-build-%s", (os.getenv("TMPDIR") or "/tmp"):gsub("/+$", ""),
-    b.uuid)
+  -- Unsandboxed as root, a run-as user's shell uses it, and may not search TMPDIR's parents:
+  -- then it lives in /tmp, which everyone can search.
+  local run_as_ids
+  if o.sandbox == false and uv.getuid() == 0 then
+    local lim = require("tide.buildspec.limits")
+    run_as_ids = lim.build_user(spec) and lim.user_ids(lim.build_user(spec))
+  end
+  local tmp = run_as_ids and "/tmp" or os.getenv("TMPDIR") or "/tmp"
+  local shdir = string.format("%s/tide-build-%s", tmp:gsub("/+$", ""), b.uuid)
   assert(uv.fs_mkdir(shdir, tonumber("700", 8)))
   if o.sandbox ~= false and uv.getuid() == 0 then
     uv.fs_chown(shdir, SANDBOX_ROOT_UID, SANDBOX_ROOT_UID)
-  elseif uv.getuid() == 0 then -- the run-as user's shell must use its directory
-    local lim = require("tide.buildspec.limits")
-    local ids = lim.build_user(spec) and lim.user_ids(lim.build_user(spec))
-    if ids then
-      uv.fs_chown(shdir, ids.uid, ids.gid)
-    end
+  elseif run_as_ids then
+    uv.fs_chown(shdir, run_as_ids.uid, run_as_ids.gid)
   end
   local sandbox
   if o.sandbox ~= false then
