@@ -1009,9 +1009,24 @@ int tide_yaml_emit_document_end(tide_yaml_emitter *em, tide_err *err)
   return emit(em, &ev, err);
 }
 
+/*
+** libyaml writes a local tag (`!name`) as it is, so one holding a flow indicator would come back
+** as something else or not at all: such a tag is refused rather than written unreadable.
+*/
+static int tag_check(tide_yaml_emitter *em, const char *tag, tide_err *err)
+{
+  if (tag && tag[0] == '!' && strpbrk(tag, ",[]{}")) {
+    em->failed = 1;
+    return tide_err_set(err, TIDE_EYAML, "yaml encode: tag '%.100s' cannot be written back", tag);
+  }
+  return 0;
+}
+
 int tide_yaml_emit_scalar(tide_yaml_emitter *em, const char *s, size_t len, tide_yaml_style style,
                           const char *tag, tide_err *err)
 {
+  if (tag_check(em, tag, err))
+    return TIDE_EYAML;
   yaml_scalar_style_t ys;
   int implicit = tag == NULL;
   if (style == TIDE_YAML_ANY && !tag) {
@@ -1054,6 +1069,8 @@ int tide_yaml_emit_scalar(tide_yaml_emitter *em, const char *s, size_t len, tide
 
 int tide_yaml_emit_sequence_start(tide_yaml_emitter *em, const char *tag, tide_err *err)
 {
+  if (tag_check(em, tag, err))
+    return TIDE_EYAML;
   yaml_event_t ev;
   if (!yaml_sequence_start_event_initialize(&ev, NULL, (const yaml_char_t *)tag, tag == NULL,
                                             YAML_BLOCK_SEQUENCE_STYLE))
@@ -1071,6 +1088,8 @@ int tide_yaml_emit_sequence_end(tide_yaml_emitter *em, tide_err *err)
 
 int tide_yaml_emit_mapping_start(tide_yaml_emitter *em, const char *tag, tide_err *err)
 {
+  if (tag_check(em, tag, err))
+    return TIDE_EYAML;
   yaml_event_t ev;
   if (!yaml_mapping_start_event_initialize(&ev, NULL, (const yaml_char_t *)tag, tag == NULL,
                                            YAML_BLOCK_MAPPING_STYLE))
