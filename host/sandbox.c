@@ -436,6 +436,7 @@ typedef struct plan {
   int as_root;
   int landlock_abi;
   int sync_fd, err_fd, status_fd;
+  int cg_tasks[2]; /* the sandbox's memory and pids cgroups' `tasks` files, or -1 */
   struct rlimit rl_nproc, rl_as;
   int set_as;
   int cap_last; /* highest capability number the kernel knows */
@@ -841,6 +842,12 @@ static int child_main(plan *pl)
   if (read(pl->sync_fd, &go, 1) != 1)
     _exit(127); /* the parent gave up */
   close(pl->sync_fd);
+  for (int i = 0; i < 2; i++) {
+    if (pl->cg_tasks[i] >= 0) {
+      CHECK(pl, write(pl->cg_tasks[i], "0", 1), "join the sandbox's cgroup");
+      close(pl->cg_tasks[i]);
+    }
+  }
   /* Nobody attaches to the setup while it holds capabilities (the maps are written by now). */
   CHECK(pl, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the setup non-dumpable");
 
@@ -910,12 +917,19 @@ static int child_main(plan *pl)
 ** The parent
 */
 
-static int cgroup_setup(plan *pl, tide_sandbox_child *c, pid_t pid)
+/*
+** Before the clone: the sandbox's cgroups with their limits, under a name of this tide's
+** (renamed sb-PID once the init's pid is known), and their `tasks` files open for the child.
+** The child moves itself in by writing "0" there (see child_main): a thread moving itself
+** through `tasks` skips the cgroup-wide lock that writing a pid to cgroup.procs takes, whose
+** first use after a quiet moment waits for an RCU grace period (5 to 20 ms on an idle machine).
+*/
+static int cgroup_prepare(plan *pl, tide_sandbox_child *c)
 {
+  static _Atomic unsigned seq;
+  unsigned n = seq++;
   const tide_sandbox_policy *pol = pl->pol;
   static const char *const ctl[2] = {"memory", "pids"};
-  char pidbuf[32];
-  snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
   for (int i = 0; i < 2; i++) {
     uint64_t v = i == 0 ? pol->memory : pol->pids;
     if (!v)
@@ -924,7 +938,7 @@ static int cgroup_setup(plan *pl, tide_sandbox_child *c, pid_t pid)
     snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide", ctl[i]);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
       return -1;
-    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/sb-%d", ctl[i], (int)pid);
+    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/new-%d-%u", ctl[i], (int)getpid(), n);
     if (mkdir(dir, 0755) != 0)
       return -1;
     snprintf(c->cgroup[i], sizeof c->cgroup[i], "%s", dir);
@@ -937,11 +951,25 @@ static int cgroup_setup(plan *pl, tide_sandbox_child *c, pid_t pid)
       snprintf(file, sizeof file, "%s/memory.memsw.limit_in_bytes", dir);
       write_file(file, num);
     }
-    snprintf(file, sizeof file, "%s/cgroup.procs", dir);
-    if (write_file(file, pidbuf) != 0)
+    snprintf(file, sizeof file, "%s/tasks", dir);
+    if ((pl->cg_tasks[i] = open(file, O_WRONLY | O_CLOEXEC)) < 0)
       return -1;
   }
   return 0;
+}
+
+/* After the clone: the cgroups take the init's pid as their name (kept as made if taken). */
+static void cgroup_name(tide_sandbox_child *c)
+{
+  static const char *const ctl[2] = {"memory", "pids"};
+  for (int i = 0; i < 2; i++) {
+    if (!c->cgroup[i][0])
+      continue;
+    char dir[96];
+    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/sb-%d", ctl[i], (int)c->pid);
+    if (rename(c->cgroup[i], dir) == 0)
+      snprintf(c->cgroup[i], sizeof c->cgroup[i], "%s", dir);
+  }
 }
 
 static void cgroup_remove(tide_sandbox_child *c)
@@ -1225,6 +1253,8 @@ static void close_premade(plan *pl)
   for (int i = 0; i < pl->nbinds; i++)
     if (pl->binds[i].premade)
       close_fd(&pl->binds[i].fd);
+  close_fd(&pl->cg_tasks[0]);
+  close_fd(&pl->cg_tasks[1]);
 }
 
 int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *ex,
@@ -1245,6 +1275,7 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
     return tide_err_set(err, -ENOMEM, "sandbox: out of memory");
   pl->pol = pol;
   pl->ex = ex;
+  pl->cg_tasks[0] = pl->cg_tasks[1] = -1;
   pl->as_root = geteuid() == 0;
   pl->uid = pol->uid_set ? pol->uid : DEFAULT_UID;
   pl->gid = pol->uid_set ? pol->gid : DEFAULT_UID;
@@ -1286,6 +1317,12 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   int want_cgroup = pol->memory || pol->pids;
   int cg_ok = want_cgroup && !assume_cgroup && pl->as_root &&
               access(CGROUP_V1 "/memory", W_OK) == 0 && access(CGROUP_V1 "/pids", W_OK) == 0;
+  if (cg_ok && cgroup_prepare(pl, c) != 0) {
+    close_fd(&pl->cg_tasks[0]);
+    close_fd(&pl->cg_tasks[1]);
+    cgroup_remove(c);
+    cg_ok = 0;
+  }
   if (want_cgroup && !cg_ok)
     c->missing |= TIDE_SANDBOX_CGROUP;
   pl->set_as = pol->memory && !cg_ok;
@@ -1293,6 +1330,7 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
     char names[64];
     unsigned lack = c->missing & pol->require;
     close_premade(pl);
+    cgroup_remove(c);
     free_plan(pl);
     if (lack == TIDE_SANDBOX_IDMAP)
       return tide_err_set(err, TIDE_ESANDBOX,
@@ -1352,16 +1390,7 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
                       strerror(-e));
     goto fail;
   }
-  if (cg_ok && cgroup_setup(pl, c, c->pid) != 0) {
-    if (pol->require & TIDE_SANDBOX_CGROUP) {
-      rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: cannot set up the cgroup: %s",
-                        strerror(errno));
-      goto fail;
-    }
-    /* Too late for the RLIMIT_AS fallback in this child: report it missing. */
-    cgroup_remove(c);
-    c->missing |= TIDE_SANDBOX_CGROUP;
-  }
+  cgroup_name(c);
   if (write(syncp[1], "g", 1) != 1) {
     rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: cannot start the child: %s", strerror(errno));
     goto fail;
