@@ -28,6 +28,9 @@
 #define LINE_PIECE (256 * 1024)    /* longer lines are delivered in pieces of this size */
 #define LINES_PAUSE (1024 * 1024)  /* stop reading while this much waits in the line queue */
 #define KILL_LINGER_MS 100         /* after SIGKILL to the group: EOF is due at once */
+#define BATCH_TRICKLE                                                    \
+  (16 * 1024) /* a smaller stdout read starts a batch interval; a bigger \
+                 one means output flows, and stdout is read on at once */
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
 extern char **environ;
@@ -69,7 +72,11 @@ struct tide_proc {
   size_t max_output;
   int split_lines;
   uint64_t grace_ms;
-  char *q; /* line queue: entries of [stream u8][len u32][bytes] */
+  uint64_t batch_ms; /* stdout_batch_ms; 0 once the process has exited */
+  uv_timer_t batch;  /* restarts stdout reading at the end of a batch interval */
+  int batch_open;
+  int batch_waiting; /* stdout reading stopped until the batch timer fires */
+  char *q;           /* line queue: entries of [stream u8][len u32][bytes] */
   size_t q_len, q_off, q_size;
   int paused;    /* reading stopped because the queue is full */
   int term;      /* 0; 1 SIGTERM sent; 2 SIGKILL sent */
@@ -83,6 +90,9 @@ struct tide_proc {
 };
 
 static _Thread_local char *read_buf;
+/* drain_stdout's: it runs while read_buf holds the stderr bytes it reads ahead of */
+static _Thread_local char *drain_buf;
+#define DRAIN_BUF_SIZE (64 * 1024)
 
 static void maybe_finish(tide_proc *p);
 static void finish(tide_proc *p);
@@ -381,15 +391,61 @@ static void stream_eof(tide_proc *p, int si)
   close_handle(p, (uv_handle_t *)&s->pipe, &s->open);
 }
 
+static void batch_cb(uv_timer_t *timer)
+{
+  tide_proc *p = timer->data;
+  p->batch_waiting = 0;
+  if (p->out[TIDE_PROC_STDOUT].open && !p->paused)
+    uv_read_start((uv_stream_t *)&p->out[TIDE_PROC_STDOUT].pipe, alloc_cb, read_cb);
+}
+
+/* Ends the batch interval now: stdout is read again as data comes. */
+static void batch_end(tide_proc *p)
+{
+  if (!p->batch_waiting)
+    return;
+  uv_timer_stop(&p->batch);
+  batch_cb(&p->batch);
+}
+
+/* Consumes what the stdout pipe holds now, without blocking (EOF included). */
+static void drain_stdout(tide_proc *p)
+{
+  out_stream *s = &p->out[TIDE_PROC_STDOUT];
+  int fd = -1;
+  if (!s->open || uv_fileno((uv_handle_t *)&s->pipe, &fd) != 0)
+    return;
+  if (!drain_buf)
+    drain_buf = malloc(DRAIN_BUF_SIZE);
+  while (drain_buf) {
+    ssize_t n = read(fd, drain_buf, DRAIN_BUF_SIZE);
+    if (n > 0) {
+      consume(p, TIDE_PROC_STDOUT, drain_buf, (size_t)n);
+    } else if (n == 0) {
+      stream_eof(p, TIDE_PROC_STDOUT);
+      return;
+    } else if (errno != EINTR) {
+      return; /* EAGAIN: all of it; an error shows at the next read */
+    }
+  }
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
   tide_proc *p = stream->data;
   int si =
       stream == (uv_stream_t *)&p->out[TIDE_PROC_STDOUT].pipe ? TIDE_PROC_STDOUT : TIDE_PROC_STDERR;
   size_t before = queued(p);
+  if (p->batch_ms && si == TIDE_PROC_STDERR && nread > 0)
+    drain_stdout(p);
   if (nread > 0)
     consume(p, si, buf->base, (size_t)nread);
-  else if (nread < 0)
+  if (p->batch_ms && si == TIDE_PROC_STDOUT && nread > 0 && nread < BATCH_TRICKLE &&
+      p->out[si].open) {
+    uv_read_stop(stream);
+    uv_timer_start(&p->batch, batch_cb, p->batch_ms, 0);
+    p->batch_waiting = 1;
+  } else if (nread < 0)
     stream_eof(p, si); /* UV_EOF, or a read error: either way nothing more comes */
   if (p->split_lines && queued(p) > LINES_PAUSE && !p->paused)
     pause_reading(p);
@@ -438,6 +494,7 @@ static void finish(tide_proc *p)
     p->log_fd = -1;
   }
   close_handle(p, (uv_handle_t *)&p->timer, &p->timer_open);
+  close_handle(p, (uv_handle_t *)&p->batch, &p->batch_open);
   close_handle(p, (uv_handle_t *)&p->poll, &p->poll_open);
   close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
   for (int i = 1; i <= 2; i++)
@@ -530,6 +587,9 @@ static void reap(tide_proc *p)
   p->r.cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
   p->r.max_rss = (uint64_t)ru.ru_maxrss * 1024;
   close_handle(p, (uv_handle_t *)&p->poll, &p->poll_open);
+  /* Batches save wake-ups while it runs; after the exit, EOF is due and waited for at once. */
+  p->batch_ms = 0;
+  batch_end(p);
   if (p->out[1].eof && p->out[2].eof) {
     finish(p);
     return;
@@ -907,12 +967,17 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   p->split_lines = o->split_lines;
   p->mask = tide_mask_ref(o->mask);
   p->grace_ms = o->grace_ms;
+  p->batch_ms = o->stdout_batch_ms;
   p->stdin_mode = in_mode;
   p->pidfd = pidfd;
 
   uv_timer_init(loop, &p->timer);
   p->timer.data = p;
   p->timer_open = 1;
+  p->nhandles++;
+  uv_timer_init(loop, &p->batch);
+  p->batch.data = p;
+  p->batch_open = 1;
   p->nhandles++;
   uv_poll_init(loop, &p->poll, pidfd);
   p->poll.data = p;

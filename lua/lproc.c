@@ -243,7 +243,7 @@ typedef struct spawn_args {
   size_t stdin_len;
   const char *stdin_path;
   size_t max_output;
-  double timeout, grace;
+  double timeout, grace, stdout_batch;
   int lines;
   int log;
   int sandboxed;
@@ -251,8 +251,8 @@ typedef struct spawn_args {
 } spawn_args;
 
 static const char *const known_keys[] = {
-    "cwd",        "env",  "env_mode", "grace", "lines",   "log",
-    "max_output", "name", "sandbox",  "stdin", "timeout", NULL,
+    "cwd",  "env",     "env_mode", "grace",        "lines",   "log", "max_output",
+    "name", "sandbox", "stdin",    "stdout_batch", "timeout", NULL,
 };
 
 static int opt_error(lua_State *L, const char *fmt, const char *a, const char *b)
@@ -439,6 +439,11 @@ static void parse_opts(lua_State *L, spawn_args *a)
       a->timeout = opt_number(L, key, 0, 1);
     } else if (strcmp(key, "grace") == 0) {
       a->grace = opt_number(L, key, 0, 0);
+    } else if (strcmp(key, "stdout_batch") == 0) {
+      a->stdout_batch = opt_number(L, key, 0, 0);
+      if (a->stdout_batch > 1)
+        luaL_error(L, "spawn: option 'stdout_batch' must be at most 1 (second), got %f",
+                   a->stdout_batch);
     } else if (strcmp(key, "lines") == 0 || strcmp(key, "log") == 0) {
       if (!lua_isboolean(L, -1))
         luaL_error(L, "spawn: option '%s' must be a boolean, got %s", key, luaL_typename(L, -1));
@@ -583,6 +588,8 @@ static int l_spawn(lua_State *L)
     o.split_lines = a.lines;
     o.timeout_ms = (uint64_t)(a.timeout * 1000.0 + 0.5);
     o.grace_ms = (uint64_t)(a.grace * 1000.0 + 0.5);
+    /* A positive interval below a millisecond is one: libuv's timers count milliseconds. */
+    o.stdout_batch_ms = a.stdout_batch > 0 ? (uint64_t)(a.stdout_batch * 1000.0 + 0.999) : 0;
     o.mask = tide_runtime_mask(rt);
     o.on_event = on_event;
     o.ud = lp;

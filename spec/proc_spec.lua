@@ -153,6 +153,76 @@ describe("proc.run", function()
     assert.are.equal(200000 * 200001 // 2, sum)
   end)
 
+  describe("with stdout_batch", function()
+    it("never lets a stderr line overtake stdout written before it", function()
+      local seen = {}
+      -- Each stderr line follows a stdout line written inside a batch interval, not read yet.
+      local script = "for i in 1 2 3; do echo out$i; sleep 0.1; echo out$i.b; echo err$i >&2; done"
+      local r = proc.sh(script, {
+        stdout_batch = 0.5,
+        on_line = function(line, stream)
+          seen[#seen + 1] = stream .. ":" .. line
+        end,
+      })
+      assert.are.equal(0, r.code)
+      assert.are.equal(9, #seen)
+      local at = {}
+      for i, l in ipairs(seen) do
+        at[l] = i
+      end
+      -- Two pipes keep no order between them, except this one: stdout can still come before
+      -- stderr written earlier, never the other way round.
+      for i = 1, 3 do
+        assert.is_true(at["stdout:out" .. i .. ".b"] < at["stderr:err" .. i],
+          table.concat(seen, " "))
+      end
+    end)
+
+    it("still delivers stdout while the process runs, a batch at a time", function()
+      local got_at
+      local t0 = tide.monotime()
+      local r = proc.sh("echo early; sleep 1; echo late", {
+        stdout_batch = 0.05,
+        on_stdout = function(line)
+          if line == "early" then
+            got_at = tide.monotime() - t0
+          end
+        end,
+      })
+      assert.are.equal(0, r.code)
+      assert.is_true(got_at ~= nil and got_at < 0.9, "early came at " .. tostring(got_at))
+      assert.are.equal("early\nlate\n", r.stdout)
+    end)
+
+    it("reads a flowing stream at once and loses nothing of it", function()
+      local n, sum = 0, 0
+      local r = proc.run({ "seq", "1", "200000", stdout_batch = 1, max_output = 0,
+        on_stdout = function(line)
+          n = n + 1
+          sum = sum + tonumber(line)
+        end })
+      assert.are.equal(0, r.code)
+      assert.are.equal(200000, n)
+      assert.are.equal(200000 * 200001 // 2, sum)
+    end)
+
+    it("waits for EOF at once after the exit, not for the interval", function()
+      local t0 = tide.monotime()
+      local r = proc.sh("echo a; echo b", { stdout_batch = 1 })
+      assert.are.equal("a\nb\n", r.stdout)
+      assert.is_true(tide.monotime() - t0 < 0.9)
+    end)
+
+    it("is a number of seconds up to 1", function()
+      assert.has_error(function()
+        proc.run({ "true", stdout_batch = 2 })
+      end)
+      assert.has_error(function()
+        proc.run({ "true", stdout_batch = "fast" })
+      end)
+    end)
+  end)
+
   it("kills the whole group on timeout and reports 124", function()
     local grandchild
     local r = proc.sh("sleep 30 & echo $!; sleep 30", {

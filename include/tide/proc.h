@@ -80,8 +80,12 @@ typedef struct tide_proc_opts {
                              first byte, so a silent process leaves no file); NULL for none;
                              copied */
   int split_lines;        /* queue output lines for tide_proc_next_line() */
-  uint64_t timeout_ms;    /* 0: no timeout */
-  uint64_t grace_ms;      /* TERM -> KILL delay, and how long to wait for EOF after exit */
+  /* 0, or stdout is read at most once per this many ms while the process runs: a program that
+     writes a line at a time then costs a wake-up per batch, not per line. Data on stderr first
+     takes everything stdout holds, so nothing on stderr overtakes stdout written before it */
+  uint64_t stdout_batch_ms;
+  uint64_t timeout_ms; /* 0: no timeout */
+  uint64_t grace_ms;   /* TERM -> KILL delay, and how long to wait for EOF after exit */
   /* NULL, or every byte of output passes through this mask before it reaches the capture, the
      lines and the log; the process takes a reference */
   tide_mask *mask;

@@ -18,11 +18,12 @@ local M = {}
 local option_keys = {
   shell = true, env = true, env_mode = true, cwd = true, stdin = true, max_output = true,
   on_line = true, on_stdout = true, on_stderr = true, timeout = true, grace = true,
-  check = true, name = true, log = true, sandbox = true,
+  check = true, name = true, log = true, sandbox = true, stdout_batch = true,
 }
 -- Passed through to the native spawn unchanged; it checks their types.
 local native_keys = {
   "env", "env_mode", "cwd", "stdin", "max_output", "timeout", "grace", "log", "sandbox",
+  "stdout_batch",
 }
 
 local function input_error(where, fmt, ...)

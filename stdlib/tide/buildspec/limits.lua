@@ -24,7 +24,13 @@ function M.default_memory()
 end
 
 -- An unprivileged process cannot raise its hard limit: never ask the sandbox for more.
+-- This process's hard limit does not change while it runs: read once.
+local nofile_hard
 local function hard_nofile()
+  if nofile_hard ~= nil then
+    return nofile_hard or nil
+  end
+  nofile_hard = false
   local f = io.open("/proc/self/limits")
   if not f then
     return nil
@@ -32,7 +38,8 @@ local function hard_nofile()
   local text = f:read("a")
   f:close()
   local hard = text:match("Max open files%s+%S+%s+(%S+)")
-  return math.tointeger(tonumber(hard))
+  nofile_hard = math.tointeger(tonumber(hard)) or false
+  return nofile_hard or nil
 end
 
 local function size(name, v)

@@ -21,7 +21,7 @@ local M = {}
 -- Runs in the shell itself: stdin moves to fd 9 so that commands read /dev/null, never the
 -- script paths; the EXIT trap saves the state a new shell restores.
 local DRIVER = [[
-exec 9<&0 </dev/null 2>&1
+exec 9<&0 </dev/null 8>&2 2>&1
 __tide_d=$1
 __tide_n=0 __tide_s=0 __tide_g=0 __tide_f=0
 __tide_exit() {
@@ -104,7 +104,7 @@ function Session:spawn()
     argv = { "runuser", "-u", self.user, "--", table.unpack(argv) }
   end
   local spec = { env = self.env, cwd = self.cwd, stdin = true, lines = true,
-    name = "buildspec shell", grace = 2 }
+    name = "buildspec shell", grace = 2, stdout_batch = 0.002 }
   for i, a in ipairs(argv) do
     spec[i] = a
   end
@@ -242,7 +242,7 @@ end
 function Session:exec(script, quiet)
   self.tags = (self.tags or 0) + 1
   local tag = self.tags
-  self:send(string.format("%s\nprintf '%%s\\n' ' [tide:%s %d]'", script, self.nonce, tag))
+  self:send(string.format("%s\nprintf '%%s\\n' ' [tide:%s %d]' >&8", script, self.nonce, tag))
   return self:wait_marker(tag, quiet)
 end
 
@@ -339,7 +339,7 @@ local function phase_text(out, ph, from, tag, mark, subshell, shell)
   out[#out + 1] = "case $__tide_s$__tide_f in 00) __tide_t=SUCCEEDED;; "
     .. "*) __tide_t=FAILED __tide_ok=0;; esac"
   out[#out + 1] = string.format("printf '%%s%%s [tide:%s %d %%s %%s %%s %%s]\\n' %s "
-    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f", mark, tag,
+    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f >&8", mark, tag,
     squote("[Container] Phase complete: " .. ph.type .. " State: "))
 end
 
