@@ -38,6 +38,11 @@ while IFS= read -r __tide_p <&9; do
 done
 ]]
 
+-- After each marker: a line on the shell's original stderr (fd 8). Output is read a batch at a
+-- time (stdout_batch); the wake-up makes tide read at once, stdout first, so the marker, whose
+-- place among the output lines is on stdout, is seen without waiting for the batch.
+local WAKE = "echo >&8"
+
 local function squote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
@@ -204,7 +209,7 @@ function Session:wait_marker(tag, quiet)
   self.rest = nil
   while true do
     if not lines then
-      local r, _, got = self.p:wait()
+      local r, streams, got = self.p:wait()
       if r ~= "lines" then
         self.p:close()
         self.p = nil
@@ -212,6 +217,12 @@ function Session:wait_marker(tag, quiet)
         return "exited", r
       end
       lines, i = got, 1
+      -- Wake-ups (see WAKE): an empty line each, nothing else comes on stderr.
+      for k = #got, 1, -1 do
+        if streams[k] == "stderr" then
+          table.remove(got, k)
+        end
+      end
     end
     for k = i, #lines do
       local l = lines[k]
@@ -242,7 +253,8 @@ end
 function Session:exec(script, quiet)
   self.tags = (self.tags or 0) + 1
   local tag = self.tags
-  self:send(string.format("%s\nprintf '%%s\\n' ' [tide:%s %d]' >&8", script, self.nonce, tag))
+  self:send(string.format("%s\nprintf '%%s\\n' ' [tide:%s %d]'; %s", script, self.nonce, tag,
+    WAKE))
   return self:wait_marker(tag, quiet)
 end
 
@@ -339,7 +351,7 @@ local function phase_text(out, ph, from, tag, mark, subshell, shell)
   out[#out + 1] = "case $__tide_s$__tide_f in 00) __tide_t=SUCCEEDED;; "
     .. "*) __tide_t=FAILED __tide_ok=0;; esac"
   out[#out + 1] = string.format("printf '%%s%%s [tide:%s %d %%s %%s %%s %%s]\\n' %s "
-    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f >&8", mark, tag,
+    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f; " .. WAKE, mark, tag,
     squote("[Container] Phase complete: " .. ph.type .. " State: "))
 end
 
