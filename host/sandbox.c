@@ -10,6 +10,7 @@
 */
 #include "tide/sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -36,6 +37,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <seccomp.h>
@@ -924,10 +926,40 @@ static int child_main(plan *pl)
 ** through `tasks` skips the cgroup-wide lock that writing a pid to cgroup.procs takes, whose
 ** first use after a quiet moment waits for an RCU grace period (5 to 20 ms on an idle machine).
 */
+/*
+** Once per process: removes the cgroups a tide killed before its reap left under tide/. Only
+** empty ones older than a minute: a live sandbox's cgroup holds at least its init, and one
+** made by a running tide is empty for the microseconds before its child joins it.
+*/
+static void cgroup_sweep(const char *ctl)
+{
+  char dir[96], p[400];
+  snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide", ctl);
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  time_t cutoff = time(NULL) - 60;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, "sb-", 3) != 0 && strncmp(e->d_name, "new-", 4) != 0)
+      continue;
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && st.st_mtime < cutoff)
+      rmdir(p); /* EBUSY while anything is inside */
+  }
+  closedir(d);
+}
+
 static int cgroup_prepare(plan *pl, tide_sandbox_child *c)
 {
   static _Atomic unsigned seq;
+  static _Atomic int swept;
   unsigned n = seq++;
+  if (!swept++) {
+    cgroup_sweep("memory");
+    cgroup_sweep("pids");
+  }
   const tide_sandbox_policy *pol = pl->pol;
   static const char *const ctl[2] = {"memory", "pids"};
   for (int i = 0; i < 2; i++) {

@@ -611,6 +611,32 @@ describe("sandbox: limits and the process tree", function()
     assert.equal("ok", (probe(sbox(), "alloc", "256"))) -- control
   end)
 
+  it("removes the empty cgroups a killed tide left, once they are a minute old", function()
+    if not ROOT then
+      return pending("cgroups are made only as root")
+    end
+    local root = "/sys/fs/cgroup/pids/tide"
+    sh("mkdir -p " .. root)
+    local tag = tostring(math.random(1e8, 9e8))
+    local old = { root .. "/sb-" .. tag, root .. "/new-" .. tag .. "-0" }
+    local young = root .. "/sb-" .. tag .. "1"
+    for _, d in ipairs(old) do
+      sh("mkdir " .. d .. " && touch -d '2 minutes ago' " .. d)
+    end
+    sh("mkdir " .. young)
+    -- The sweep runs at a process's first sandbox with limits: a new tide.
+    local script = workdir() .. "/sweep.lua"
+    helper.write(script, [[
+      local r = require("tide.proc").run({ "true", sandbox = { writable = {}, pids = 64 } })
+      io.write(r.code, " ", table.concat(r.sandbox.missing, ","), "\n")
+    ]])
+    local out = proc.run({ helper.tide, script, cwd = base })
+    local left = helper.sh("ls -d " .. table.concat(old, " ") .. " " .. young .. " 2>/dev/null")
+    sh("rmdir " .. young)
+    assert.equal("0 \n", out.stdout, out.stderr)
+    assert.equal(young .. "\n", left)
+  end)
+
   it("keeps exit codes, signals and rusage", function()
     assert.equal(7, proc.run({ "sh", "-c", "exit 7", sandbox = sbox() }).code)
     local r = proc.run({ "sh", "-c", "kill -KILL $$", sandbox = sbox() })
