@@ -464,9 +464,12 @@ int blob_tmp_open(const char *dir, char *path, size_t cap, tide_err *err)
 int blob_tmp_create(const char *dir, char *path, size_t cap, tide_err *err)
 {
   static _Atomic unsigned long counter;
+  static _Atomic pid_t pid; /* else a system call per file of a tree */
+  if (!pid)
+    pid = getpid();
   for (int tries = 0; tries < 100; tries++) {
     unsigned long n = atomic_fetch_add(&counter, 1);
-    if (snprintf(path, cap, "%s/.tide-%ld-%lu", dir, (long)getpid(), n) >= (int)cap)
+    if (snprintf(path, cap, "%s/.tide-%ld-%lu", dir, (long)pid, n) >= (int)cap)
       return blob_fail(err, "create", dir, ENAMETOOLONG);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
     if (fd >= 0)
