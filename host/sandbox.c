@@ -844,12 +844,18 @@ static int child_main(plan *pl)
   if (read(pl->sync_fd, &go, 1) != 1)
     _exit(127); /* the parent gave up */
   close(pl->sync_fd);
+  int joined = 0;
   for (int i = 0; i < 2; i++) {
     if (pl->cg_tasks[i] >= 0) {
       CHECK(pl, write(pl->cg_tasks[i], "0", 1), "join the sandbox's cgroup");
       close(pl->cg_tasks[i]);
+      joined = 1;
     }
   }
+  /* Cloned without one (see tide_sandbox_spawn): rooted here, the namespace shows the
+  ** sandbox's own cgroups as "/", not the way from tide's to them. */
+  if (joined)
+    CHECK(pl, unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace");
   /* Nobody attaches to the setup while it holds capabilities (the maps are written by now). */
   CHECK(pl, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the setup non-dumpable");
 
@@ -1383,8 +1389,11 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   pl->err_fd = errp[1];
   pl->status_fd = statp[1];
 
-  uint64_t flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
-                   CLONE_NEWCGROUP | CLONE_PIDFD;
+  uint64_t flags =
+      CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+  /* A child that joins its cgroups makes its cgroup namespace after that (child_main). */
+  if (pl->cg_tasks[0] < 0 && pl->cg_tasks[1] < 0)
+    flags |= CLONE_NEWCGROUP;
   if (pol->network != TIDE_SANDBOX_NET_HOST)
     flags |= CLONE_NEWNET;
   struct clone_args ca;

@@ -611,6 +611,19 @@ describe("sandbox: limits and the process tree", function()
     assert.equal("ok", (probe(sbox(), "alloc", "256"))) -- control
   end)
 
+  it("shows its own cgroups as the root of its cgroup namespace", function()
+    local r = proc.run({ "cat", "/proc/self/cgroup", sandbox = sbox({ pids = 64, memory = "1G" }) })
+    assert.equal(0, r.code, r.stderr)
+    if ROOT then
+      assert.same({}, r.sandbox.missing)
+    end
+    -- With or without cgroups of its own: never the way from tide's cgroup to them.
+    assert.is_nil(r.stdout:find("tide/", 1, true), r.stdout)
+    for _, ctl in ipairs({ "memory", "pids" }) do
+      assert.truthy(r.stdout:find("%d+:" .. ctl .. ":/\n"), r.stdout)
+    end
+  end)
+
   it("removes the empty cgroups a killed tide left, once they are a minute old", function()
     if not ROOT then
       return pending("cgroups are made only as root")
