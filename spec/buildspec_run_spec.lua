@@ -626,6 +626,17 @@ describe("buildspec shell: phases sent together", function()
     end)
   end
 
+  it("logs what a command writes to the shell's wake-up descriptor, and survives its closing",
+    function()
+      local r, lines = build("version: 0.2\nenv:\n  shell: bash\nphases:\n"
+        .. "  install:\n    commands: ['echo side >&8; echo main', 'exec 8>&-', 'echo after']\n"
+        .. "  build:\n    commands: ['echo in-build']\n")
+      assert.equal("SUCCEEDED", r.status)
+      for _, want in ipairs({ "side", "main", "after", "in-build" }) do
+        assert.truthy(index_of(lines, want), want)
+      end
+    end)
+
   it("keeps a log file only for the phases that logged something", function()
     -- install fails and ends the phases: PRE_BUILD..UPLOAD_ARTIFACTS never run, so no file
     -- (DOWNLOAD_SOURCE has the note that the sandbox is off).

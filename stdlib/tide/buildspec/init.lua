@@ -727,6 +727,7 @@ function M.run(opts)
         end
       end
     end
+    session:flush_rest()
     if not timed_out then
       -- Frozen after post_build (or the last phase that ran).
       local names = {}

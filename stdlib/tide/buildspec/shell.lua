@@ -217,9 +217,10 @@ function Session:wait_marker(tag, quiet)
         return "exited", r
       end
       lines, i = got, 1
-      -- Wake-ups (see WAKE): an empty line each, nothing else comes on stderr.
+      -- Wake-ups (see WAKE): an empty line each on stderr. Anything else there is a command
+      -- writing to fd 8, logged as it comes.
       for k = #got, 1, -1 do
-        if streams[k] == "stderr" then
+        if streams[k] == "stderr" and got[k] == "" then
           table.remove(got, k)
         end
       end
@@ -245,6 +246,21 @@ function Session:wait_marker(tag, quiet)
       end
     end
     lines = nil
+  end
+end
+
+--- Hands what was read past the last marker to on_line, so that none of it is lost: lines a
+--- command wrote to fd 8 (read with a later batch of stdout) or a background process printed.
+--- Call it when no phase is under way.
+function Session:flush_rest()
+  local lines, i = self.rest, self.rest_i
+  self.rest = nil
+  for k = i or 1, lines and #lines or 0 do
+    local l = lines[k]
+    local _, n = l:match(END_PAT)
+    if n ~= self.nonce then
+      self.on_line(self:mask(l))
+    end
   end
 end
 
