@@ -135,6 +135,26 @@ describe("buildspec security: artifacts and reports stay in the source", functio
     end
   end)
 
+  it("in the sandbox, reads artifacts only once no process of the build runs any more", function()
+    -- A process left running could swap a file tide has checked for a link before tide reads
+    -- it. Here one keeps rewriting a counter: what is collected must be its last value.
+    local src = h.tmpdir()
+    os.execute("chmod 777 " .. q(src))
+    local out = h.tmpdir() .. "/out"
+    local loop = "(i=0; while :; do i=$((i+1)); echo $i > count.tmp; mv count.tmp count; "
+      .. "sleep 0.002; done) >/dev/null 2>&1 &"
+    local r, log = build(src, string.format(PHASES, q(loop .. " sleep 0.1"))
+      .. "artifacts:\n  name: \"n-$CODEBUILD_BUILD_NUMBER\"\n  files: [count]\n",
+      { sandbox = true, output = out, project = uniq("race") })
+    if r.sandbox and tostring(r.sandbox):find("NOT APPLIED", 1, true) then
+      return
+    end
+    assert.equal("SUCCEEDED", r.status, log)
+    local got = h.read(out .. "/n-" .. r.number .. "/count")
+    require("tide").sleep(0.1)
+    assert.equal(h.read(src .. "/count"), got)
+  end)
+
   it("reports never parse a file reached through a link out of the source", function()
     local src, outside = h.tmpdir(), secrets()
     h.write(outside .. "/dir/r.xml", '<testsuite name="leak" tests="1"><testcase name="x"/>'

@@ -741,6 +741,28 @@ function M.run(opts)
         result.exported[k] = masked(v)
       end
     end
+    -- Artifacts, the cache and reports are read from the source once nothing the build started
+    -- runs any more: a process left running in the sandbox could otherwise swap a file tide has
+    -- checked for a link to a host file before tide reads it. The sandbox ends with its shell,
+    -- so the shell expands the artifact names first, then goes.
+    local names, shell_ended = {}, false
+    local function expand(text)
+      if names[text] == nil then
+        names[text] = not shell_ended and session:expand(text) or false
+      end
+      return names[text] or nil
+    end
+    if sandbox and (spec.artifacts or spec.cache or #spec.reports > 0) then
+      if spec.artifacts and not timed_out and not skip_to_finalizing then
+        for _, a in ipairs({ spec.artifacts, table.unpack(spec.artifacts.secondary or {}) }) do
+          if a.name then
+            expand(a.name)
+          end
+        end
+      end
+      session:stop(true)
+      shell_ended = true
+    end
     if not timed_out and not skip_to_finalizing then
       make_dir()
       enter("UPLOAD_ARTIFACTS")
@@ -748,9 +770,7 @@ function M.run(opts)
       log("[Container] Entering phase UPLOAD_ARTIFACTS")
       local arts, aerr = artifacts.upload(spec, { src = b.src, uuid = b.uuid, project = b.project,
         number = b.number, output = o.output, dir = b.dir, home = b.home,
-        sandboxed = b.sandboxed }, function(text)
-          return session:expand(text)
-        end, log)
+        sandboxed = b.sandboxed }, expand, log)
       local urec
       if arts then
         result.artifacts = arts
