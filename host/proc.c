@@ -28,9 +28,9 @@
 #define LINE_PIECE (256 * 1024)    /* longer lines are delivered in pieces of this size */
 #define LINES_PAUSE (1024 * 1024)  /* stop reading while this much waits in the line queue */
 #define KILL_LINGER_MS 100         /* after SIGKILL to the group: EOF is due at once */
-#define BATCH_TRICKLE                                                    \
-  (16 * 1024) /* a smaller stdout read starts a batch interval; a bigger \
-                 one means output flows, and stdout is read on at once */
+/* A smaller stdout read starts a batch interval; a bigger one means output flows, and stdout is
+** read on at once. */
+#define BATCH_TRICKLE (16 * 1024)
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
 extern char **environ;
@@ -408,26 +408,36 @@ static void batch_end(tide_proc *p)
   batch_cb(&p->batch);
 }
 
-/* Consumes what the stdout pipe holds now, without blocking (EOF included). */
+/*
+** Consumes what stream si's pipe holds now, without blocking, through buf. Returns 1 at EOF, 0
+** when the pipe is empty (EAGAIN), -1 on a read error or without a pipe or buffer.
+*/
+static int read_now(tide_proc *p, int si, char *buf, size_t cap)
+{
+  out_stream *s = &p->out[si];
+  int fd = -1;
+  if (!s->open || !buf || uv_fileno((uv_handle_t *)&s->pipe, &fd) != 0)
+    return -1;
+  for (;;) {
+    ssize_t n = read(fd, buf, cap);
+    if (n > 0)
+      consume(p, si, buf, (size_t)n);
+    else if (n == 0)
+      return 1;
+    else if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return 0;
+    else if (errno != EINTR)
+      return -1;
+  }
+}
+
+/* Takes everything stdout holds, ahead of the stderr bytes in read_buf. */
 static void drain_stdout(tide_proc *p)
 {
-  out_stream *s = &p->out[TIDE_PROC_STDOUT];
-  int fd = -1;
-  if (!s->open || uv_fileno((uv_handle_t *)&s->pipe, &fd) != 0)
-    return;
   if (!drain_buf)
     drain_buf = malloc(DRAIN_BUF_SIZE);
-  while (drain_buf) {
-    ssize_t n = read(fd, drain_buf, DRAIN_BUF_SIZE);
-    if (n > 0) {
-      consume(p, TIDE_PROC_STDOUT, drain_buf, (size_t)n);
-    } else if (n == 0) {
-      stream_eof(p, TIDE_PROC_STDOUT);
-      return;
-    } else if (errno != EINTR) {
-      return; /* EAGAIN: all of it; an error shows at the next read */
-    }
-  }
+  if (read_now(p, TIDE_PROC_STDOUT, drain_buf, DRAIN_BUF_SIZE) == 1)
+    stream_eof(p, TIDE_PROC_STDOUT); /* an error shows at libuv's next read */
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -458,25 +468,12 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 /* Reads what the pipe still holds without blocking, then closes it. */
 static void give_up_stream(tide_proc *p, int si)
 {
-  out_stream *s = &p->out[si];
-  if (!s->open)
+  if (!p->out[si].open)
     return;
-  int fd = -1;
-  uv_fileno((uv_handle_t *)&s->pipe, &fd);
   uv_buf_t buf;
   alloc_cb(NULL, 0, &buf);
-  while (fd >= 0 && buf.len > 0) {
-    ssize_t n = read(fd, buf.base, buf.len);
-    if (n > 0) {
-      consume(p, si, buf.base, (size_t)n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      p->r.pipes_held = 1;
-    break;
-  }
+  if (read_now(p, si, buf.len ? buf.base : NULL, buf.len) == 0)
+    p->r.pipes_held = 1;
   stream_eof(p, si);
 }
 

@@ -926,13 +926,6 @@ static int child_main(plan *pl)
 */
 
 /*
-** Before the clone: the sandbox's cgroups with their limits, under a name of this tide's
-** (renamed sb-PID once the init's pid is known), and their `tasks` files open for the child.
-** The child moves itself in by writing "0" there (see child_main): a thread moving itself
-** through `tasks` skips the cgroup-wide lock that writing a pid to cgroup.procs takes, whose
-** first use after a quiet moment waits for an RCU grace period (5 to 20 ms on an idle machine).
-*/
-/*
 ** Once per process: removes the cgroups a tide killed before its reap left under tide/. Only
 ** empty ones older than a minute: a live sandbox's cgroup holds at least its init, and one
 ** made by a running tide is empty for the microseconds before its child joins it.
@@ -957,26 +950,34 @@ static void cgroup_sweep(const char *ctl)
   closedir(d);
 }
 
+/* The cgroup v1 controllers a sandbox's limits use: [0] memory, [1] pids. */
+static const char *const cgroup_ctl[2] = {"memory", "pids"};
+
+/*
+** Before the clone: the sandbox's cgroups with their limits, under a name of this tide's
+** (renamed sb-PID once the init's pid is known), and their `tasks` files open for the child.
+** The child moves itself in by writing "0" there (see child_main): a thread moving itself
+** through `tasks` skips the cgroup-wide lock that writing a pid to cgroup.procs takes, whose
+** first use after a quiet moment waits for an RCU grace period (5 to 20 ms on an idle machine).
+*/
 static int cgroup_prepare(plan *pl, tide_sandbox_child *c)
 {
   static _Atomic unsigned seq;
   static _Atomic int swept;
   unsigned n = seq++;
-  if (!swept++) {
-    cgroup_sweep("memory");
-    cgroup_sweep("pids");
-  }
+  if (!swept++)
+    for (int i = 0; i < 2; i++)
+      cgroup_sweep(cgroup_ctl[i]);
   const tide_sandbox_policy *pol = pl->pol;
-  static const char *const ctl[2] = {"memory", "pids"};
   for (int i = 0; i < 2; i++) {
     uint64_t v = i == 0 ? pol->memory : pol->pids;
     if (!v)
       continue;
     char dir[96], file[160], num[32];
-    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide", ctl[i]);
+    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide", cgroup_ctl[i]);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
       return -1;
-    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/new-%d-%u", ctl[i], (int)getpid(), n);
+    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/new-%d-%u", cgroup_ctl[i], (int)getpid(), n);
     if (mkdir(dir, 0755) != 0)
       return -1;
     snprintf(c->cgroup[i], sizeof c->cgroup[i], "%s", dir);
@@ -999,12 +1000,11 @@ static int cgroup_prepare(plan *pl, tide_sandbox_child *c)
 /* After the clone: the cgroups take the init's pid as their name (kept as made if taken). */
 static void cgroup_name(tide_sandbox_child *c)
 {
-  static const char *const ctl[2] = {"memory", "pids"};
   for (int i = 0; i < 2; i++) {
     if (!c->cgroup[i][0])
       continue;
     char dir[96];
-    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/sb-%d", ctl[i], (int)c->pid);
+    snprintf(dir, sizeof dir, CGROUP_V1 "/%s/tide/sb-%d", cgroup_ctl[i], (int)c->pid);
     if (rename(c->cgroup[i], dir) == 0)
       snprintf(c->cgroup[i], sizeof c->cgroup[i], "%s", dir);
   }

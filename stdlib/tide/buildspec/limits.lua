@@ -24,13 +24,7 @@ function M.default_memory()
 end
 
 -- An unprivileged process cannot raise its hard limit: never ask the sandbox for more.
--- This process's hard limit does not change while it runs: read once.
-local nofile_hard
 local function hard_nofile()
-  if nofile_hard ~= nil then
-    return nofile_hard or nil
-  end
-  nofile_hard = false
   local f = io.open("/proc/self/limits")
   if not f then
     return nil
@@ -38,9 +32,11 @@ local function hard_nofile()
   local text = f:read("a")
   f:close()
   local hard = text:match("Max open files%s+%S+%s+(%S+)")
-  nofile_hard = math.tointeger(tonumber(hard)) or false
-  return nofile_hard or nil
+  return math.tointeger(tonumber(hard))
 end
+
+-- The sandbox's open-file limit: read once, this process's hard limit does not change.
+local nofile
 
 local function size(name, v)
   if math.type(v) == "integer" and v > 0 then
@@ -70,7 +66,8 @@ function M.apply(sandbox, over)
   sandbox.pids = over.pids and count("pids", over.pids) or M.PIDS
   sandbox.memory = over.memory and size("memory", over.memory) or M.default_memory()
   sandbox.tmp_size = over.tmp_size and size("tmp-size", over.tmp_size) or M.TMP_SIZE
-  sandbox.nofile = math.min(M.NOFILE, hard_nofile() or M.NOFILE)
+  nofile = nofile or math.min(M.NOFILE, hard_nofile() or M.NOFILE)
+  sandbox.nofile = nofile
   if over.cpu then
     sandbox.cpu_seconds = count("cpu", over.cpu)
   end
