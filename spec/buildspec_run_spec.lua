@@ -681,8 +681,8 @@ phases:
   for _, sh in ipairs({ "sh", "bash" }) do
     it("prints each command as written, quotes, % and backslashes included (" .. sh .. ")",
       function()
-        -- bash writes the line with `echo -E`, which must keep backslashes even once a command
-        -- has turned xpg_echo on; sh writes it with printf.
+        -- tide writes the line from its own copy of the command; the shell only tags the
+        -- place, so backslashes stay even once a command has turned xpg_echo on.
         local text = ([[
 version: 0.2
 env:
@@ -703,6 +703,82 @@ phases:
         assert.is_true(has(lines, "a%%b"))
         assert.is_true(has(lines, [[[Container] Running command true \t\n]]))
       end)
+  end
+
+  for _, sh in ipairs({ "sh", "bash" }) do
+    it("parses each command alone: an unclosed quote or a stray keyword fails only its own ("
+      .. sh .. ")", function()
+      -- Plain words run as written in the script, anything else through eval: were these two
+      -- written in as they are, the quote would swallow the lines after it.
+      local text = ([[
+version: 0.2
+env:
+  shell: SH
+phases:
+  install:
+    on-failure: CONTINUE
+    commands:
+      - echo plain-words ./a_b:c,d=e+f@g
+      - echo "unclosed
+  pre_build:
+    on-failure: CONTINUE
+    commands:
+      - fi
+  build:
+    commands:
+      - echo after-all
+      - 'for w in x y; do echo "w=$w"; done'
+]]):gsub("SH", sh)
+      local r, lines = build(text)
+      local install, pre, b = phase(r, "INSTALL"), phase(r, "PRE_BUILD"), phase(r, "BUILD")
+      assert.equal("FAILED", install.status)
+      assert.equal(0, install.commands[1].code)
+      assert.is_true(install.commands[2].code ~= 0)
+      assert.equal("FAILED", pre.status)
+      assert.is_true(pre.commands[1].code ~= 0)
+      assert.equal("SUCCEEDED", b.status)
+      assert.same({ 0, 0 }, { b.commands[1].code, b.commands[2].code })
+      assert.is_true(has(lines, "plain-words ./a_b:c,d=e+f@g"))
+      assert.is_true(has(lines, "[Container] Running command echo \"unclosed"))
+      assert.is_true(has(lines, "after-all"))
+      assert.is_true(has(lines, "w=y"))
+    end)
+  end
+
+  for _, sh in ipairs({ "sh", "bash" }) do
+    it("fails a command that returns from or continues past the build's script, and goes on ("
+      .. sh .. ")", function()
+      local text = ([[
+version: 0.2
+env:
+  shell: SH
+phases:
+  install:
+    on-failure: CONTINUE
+    commands:
+      - export KEPT=yes
+      - return 0
+      - echo never-install
+  pre_build:
+    on-failure: CONTINUE
+    commands:
+      - continue
+  build:
+    commands:
+      - echo "kept=$KEPT"
+]]):gsub("SH", sh)
+      local r, lines = build(text)
+      local install, pre = phase(r, "INSTALL"), phase(r, "PRE_BUILD")
+      assert.equal("FAILED", install.status)
+      assert.same({ 0, 2 }, { install.commands[1].code, install.commands[2].code })
+      assert.is_nil(install.commands[3])
+      assert.equal("FAILED", pre.status)
+      assert.equal(2, pre.commands[1].code)
+      assert.equal("SUCCEEDED", phase(r, "BUILD").status)
+      assert.is_false(has(lines, "never-install"))
+      assert.is_true(has(lines, "kept=yes"))
+      assert.is_true(has(lines, "tide: a script of the build shell ended early"))
+    end)
   end
 
   for _, sh in ipairs({ "sh", "bash" }) do

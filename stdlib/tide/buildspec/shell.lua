@@ -5,37 +5,43 @@
 --- the marker is how tide knows the phase is over. Command output is one stream (stderr joined
 --- to stdout), in order.
 ---
---- Each command runs with `eval` in the shell itself, wrapped in a few builtins (see
---- phase_script). Phases that need nothing from tide in between go to the shell in one script,
---- so the shell does not wait for tide between them (see run_phase).
+--- Each command runs in the shell itself, wrapped in a few builtins (see phase_text): before it,
+--- the shell writes a tag line naming it, which tide turns into the `Running command` line.
+--- Phases that need nothing from tide in between go to the shell in one script, so the shell
+--- does not wait for tide between them (see run_phase).
 ---
---- When a command ends the shell (`exit 3`, `set -e`), its EXIT trap writes the results so far
---- (the command that was running among them), the exported variables and the working
---- directory; the next script runs in a new shell that restores them. The same save and restore
---- carry the state to a shell of another user (run-as).
+--- When a command ends the shell (`exit 3`, `set -e`), the last tag names it; the EXIT trap
+--- writes the stages' statuses so far, the exported variables and the working directory, and
+--- the next script runs in a new shell that restores them. The same save and restore carry the
+--- state to a shell of another user (run-as).
 local tide = require("tide")
 local native = require("tide._proc")
 
 local M = {}
 
 -- Runs in the shell itself: stdin moves to fd 9 so that commands read /dev/null, never the
--- script paths; the EXIT trap saves the state a new shell restores.
+-- script paths; the EXIT trap saves the state a new shell restores. Every script sets __tide_e
+-- as it returns: a script cut short (a command's `return` or `continue`, a syntax error the
+-- shell did not recover from) ends the shell, never leaves tide waiting for a marker.
 local DRIVER = [[
 exec 9<&0 </dev/null 8>&2 2>&1
 __tide_d=$1
-__tide_n=0 __tide_s=0 __tide_g=0 __tide_f=0
+__tide_s=0 __tide_f=0
 __tide_exit() {
   __TIDE_PWD=$PWD; export __TIDE_PWD; export -p >"$__tide_d/state" 2>/dev/null
-  printf 'c %s %s\nf %s %s\n' "$__tide_n" "$__tide_s" "$__tide_g" "$__tide_f" >"$__tide_d/status"
+  printf 's %s %s\n' "$__tide_s" "$__tide_f" >"$__tide_d/status"
 }
 trap __tide_exit EXIT
 if [ -f "$__tide_d/state" ]; then . "$__tide_d/state" 2>/dev/null; cd "$__TIDE_PWD" 2>/dev/null; fi
-while IFS= read -r __tide_p <&9; do
+__tide_e=1
+while [ -n "$__tide_e" ] && IFS= read -r __tide_p <&9; do
   case $__tide_p in '') trap - EXIT; exit 0 ;; esac
   __tide_p=$__tide_d/s$__tide_p.sh
   [ -r "$__tide_p" ] || { printf 'tide: the build shell cannot read %s\n' "$__tide_p"; exit 126; }
+  __tide_e=
   . "$__tide_p"
 done
+[ -n "$__tide_e" ] || { echo 'tide: a script of the build shell ended early'; exit 2; }
 ]]
 
 -- After each marker: a line on the shell's original stderr (fd 8). Output is read a batch at a
@@ -129,51 +135,59 @@ function Session:spawn()
   self.p = p
 end
 
--- A stage's result in the shell is two values: the index of the last command that started
--- and its exit status, "r" while it runs. Commands after a failure are skipped, so every
--- earlier one of the same script exited 0; first is the index the script started the stage at.
--- Returns the command still running ({stage, index}) or nil.
+-- A stage's result is the last of its commands that started (the last tag seen, see
+-- wait_marker) and the stage's status in the shell, nil while that command runs. Commands
+-- after a failure are skipped, so every earlier one exited 0; first is the index the script
+-- started the stage at. Returns the command still running ({stage, index}) or nil.
 local function stage_events(out, stage, first, last, code)
-  last = tonumber(last) or 0
-  local running = code == "r"
-  for i = first, last do
+  for i = first, last or 0 do
     if i < last then
       out[#out + 1] = { stage = stage, index = i, code = 0 }
-    elseif running then
+    elseif not code then
       return { stage = stage, index = i }
     else
-      out[#out + 1] = { stage = stage, index = i, code = tonumber(code) or 0 }
+      out[#out + 1] = { stage = stage, index = i, code = code }
     end
   end
 end
 
---- Reads the results the EXIT trap of a shell that ended wrote, and removes the file. from is
---- where the script started ({stage, index}). Returns the list of {stage, index, code} and the
---- command that was running when the shell ended ({stage, index} or nil).
-function Session:read_status(from)
-  local path = self.dir .. "/status"
-  local f = io.open(path, "rb")
-  if not f then
-    return {}
-  end
-  local data = f:read("a") or ""
-  f:close()
-  os.remove(path)
-  from = from or { stage = "c", index = 1 }
-  local out = {}
-  local cn, cs = data:match("c (%d+) (%w+)")
-  local fn, fs = data:match("f (%d+) (%w+)")
+-- The results of a script that started at from ({stage, index}), from the tags seen and the
+-- stages' statuses (numbers; the finally stage's is nil while one of its commands runs, the
+-- commands stage's too while finally has not started). Returns the list of {stage, index,
+-- code} and the command still running ({stage, index}) or nil.
+function Session:events(from, cs, fs)
+  local out, started = {}, self.started
   local open
-  if cn and from.stage == "c" then
-    open = stage_events(out, "c", from.index, cn, cs)
+  if from.stage == "c" then
+    open = stage_events(out, "c", from.index, started.c, cs)
   end
-  if fn then
-    open = stage_events(out, "f", from.stage == "f" and from.index or 1, fn, fs) or open
+  if started.f then
+    open = stage_events(out, "f", from.stage == "f" and from.index or 1, started.f, fs)
   end
   return out, open
 end
 
+--- The results of a shell that ended during a script that started at from: the stages'
+--- statuses its EXIT trap wrote (the file is removed) and the tags seen. Returns what
+--- Session:events does.
+function Session:read_status(from)
+  local path = self.dir .. "/status"
+  local f = io.open(path, "rb")
+  local data = f and f:read("a") or ""
+  if f then
+    f:close()
+    os.remove(path)
+  end
+  -- Ended in the commands stage, the last command that started did it; else that stage is over.
+  local cs = self.started.f and (tonumber(data:match("^s (%d+)")) or 0) or nil
+  return self:events(from, cs, nil)
+end
+
+-- A phase's end: text before it, nonce, tag, the stages' statuses. A tag before a command:
+-- text before it, nonce, stage letter (c commands, f finally) and index; "s" and a status
+-- after a stage whose last command failed.
 local END_PAT = "^(.-) ?%[tide:(%x+) (%d+)([ %d]*)%]$"
+local TAG_PAT = "^(.-)%[tide:(%x+) ([cfs])(%d+)%]$"
 
 --- Hands a script to the shell (without waiting). Two files in turn: the shell has finished
 --- the one before last (it has read the next name since), so rewriting it is safe whatever the
@@ -190,7 +204,7 @@ function Session:send(script)
   local slot = self.seq % 2
   local f = io.open(string.format("%s/s%d.sh", self.dir, slot), "r+b")
     or assert(io.open(string.format("%s/s%d.sh", self.dir, slot), "wb"))
-  f:write(script, "\nreturn\n")
+  f:write(script, "\n__tide_e=1; return\n")
   f:close()
   self.p:write(slot .. "\n")
   if self.on_sent then
@@ -198,9 +212,31 @@ function Session:send(script)
   end
 end
 
+-- The lines of a tag: the `Running command` line of the command it names, or the failure line
+-- of the last command that started. Their text is tide's copy of the command.
+function Session:tag_lines(before, stage, n)
+  local started, ph = self.started, self.phase
+  local line
+  if stage == "s" then
+    local i = started.f or started.c
+    local cmd = started.f and ph.finally[i] or ph.commands[i]
+    line = string.format("%s[Container] Command did not exit successfully %s exit status %s",
+      before, cmd, n)
+  else
+    local i = tonumber(n)
+    started[stage] = i
+    line = before .. "[Container] Running command "
+      .. (stage == "c" and ph.commands[i] or ph.finally[i])
+  end
+  for l in (self:mask(line) .. "\n"):gmatch("(.-)\n") do
+    self.on_line(l)
+  end
+end
+
 --- Reads the shell's output up to the marker line tagged tag. Returns "done" and the marker's
 --- fields (a string), or "exited" with the native result when the shell ended first. Lines
 --- after the marker (the next phase, already under way) wait in self.rest for the next call.
+--- The tags of commands update self.started ({c = index, f = index}: the last that started).
 function Session:wait_marker(tag, quiet)
   local on_line, want = self.on_line, self.nonce
   local masks = self.masks
@@ -230,6 +266,13 @@ function Session:wait_marker(tag, quiet)
       local before, n, t, fields
       if l:find("[tide:", 1, true) then
         before, n, t, fields = l:match(END_PAT)
+        if not n then
+          local b, tn, stage, num = l:match(TAG_PAT)
+          if tn == want then
+            self:tag_lines(b, stage, num)
+            goto next
+          end
+        end
       end
       if n == want then
         if before ~= "" and not quiet then
@@ -244,6 +287,7 @@ function Session:wait_marker(tag, quiet)
       else
         on_line(plain and l or self:mask(l))
       end
+      ::next::
     end
     lines = nil
   end
@@ -258,6 +302,9 @@ function Session:flush_rest()
   for k = i or 1, lines and #lines or 0 do
     local l = lines[k]
     local _, n = l:match(END_PAT)
+    if not n then
+      _, n = l:match(TAG_PAT)
+    end
     if n ~= self.nonce then
       self.on_line(self:mask(l))
     end
@@ -321,53 +368,65 @@ end
 
 --- The script of one phase, from stage/index on (a new shell resumes a phase where the old one
 --- ended). Commands after the first failure are skipped; finally runs after commands. The
---- phase ends with its marker line, tagged tag, which carries the results.
+--- phase ends with its marker line, tagged tag, which carries the stages' statuses.
 ---
---- A command costs a few builtins and no subshell: one `case` on the stage's status, one
---- assignment (status "r", index and text, for the EXIT trap and the failure line), the printf
---- of its "Running command" line, the eval and one assignment of its status. The shell's
---- parsing and running of this text is most of a phase's cost, so nothing else is done per
---- command: a stage's results are the last command that ran and its status (every earlier one
---- exited 0).
--- bash's builtin echo costs a quarter less than printf per command; `-E` keeps backslashes as
--- they are even after a command turns xpg_echo on. sh (dash) has no -E: it keeps printf.
-local BANNER = {
-  bash = "; echo -E \"[Container] Running command $__tide_m\"; ",
-  sh = "; printf '[Container] Running command %s\\n' \"$__tide_m\"; ",
-}
+--- A command costs three builtins besides itself: the `case` on its stage's status, the echo
+--- of its tag and the assignment of its status. The shell's parsing and running of this text
+--- is most of a phase's cost, so nothing else is done per command: which command runs is the
+--- last tag, and a stage's result is its last command and the stage's status (every earlier
+--- command exited 0).
 
-local function phase_text(out, ph, from, tag, mark, subshell, shell)
+-- Reserved words of sh and bash that may start a command made of plain words.
+local RESERVED = {}
+for w in ("case coproc do done elif else esac fi for function if in select then time until "
+  .. "while"):gmatch("%S+") do
+  RESERVED[w] = true
+end
+
+-- Whether cmd reads the same written into the script as through eval: plain words (no quote,
+-- expansion, operator, comment or glob), and not a reserved word first. Anything else goes
+-- through eval, so that each command is parsed alone: an unclosed quote or a stray `fi` fails
+-- that command and nothing around it.
+local function as_written(cmd)
+  local first = cmd:match("^ *([%w_./:,=+@-]+)")
+  return first ~= nil and not RESERVED[first] and not cmd:find("[^%w_./:,=+@ -]")
+end
+
+local function phase_text(out, ph, from, tag, mark, subshell)
   out[#out + 1] = "export CODEBUILD_BUILD_SUCCEEDING=$__tide_ok"
-  out[#out + 1] = string.format("__tide_n=0 __tide_s=%d __tide_g=0 __tide_f=%d",
-    from.cfail and 1 or 0, from.ffail and 1 or 0)
+  out[#out + 1] = string.format("__tide_s=%d __tide_f=%d", from.cfail and 1 or 0,
+    from.ffail and 1 or 0)
   if from.stage == "c" and from.index == 1 then
     out[#out + 1] = "printf '%s\\n' " .. squote("[Container] Entering phase " .. ph.type)
   end
-  local run = subshell and "(eval \"$__tide_m\")" or "eval \"$__tide_m\""
-  local function stage(list, first, status, count)
+  local function stage(list, first, letter, status)
     if first > #list then
       return
     end
-    local head = "case $" .. status .. " in 0) " .. status .. "=r " .. count .. "="
-    local tail = (BANNER[shell] or BANNER.sh) .. run .. "; "
-      .. status .. "=$?;; esac"
+    local head = "case $" .. status .. " in 0) echo '[tide:" .. mark .. " " .. letter
+    local tail = "; " .. status .. "=$?;; esac"
     for i = first, #list do
-      local cmd = list[i]
-      out[#out + 1] = head .. i .. " __tide_m="
-        .. (cmd:find("'", 1, true) and squote(cmd) or "'" .. cmd .. "'") .. tail
+      local cmd, after = list[i], ""
+      if not as_written(cmd) then
+        -- After eval failed on an unexpected end (an unclosed quote), bash 5.2 fails to parse
+        -- a `case` that comes next: a simple command in between keeps it right.
+        cmd, after = "eval " .. squote(cmd), "\n:"
+      end
+      out[#out + 1] = head .. i .. "]'; " .. (subshell and "(" .. cmd .. ")" or cmd) .. tail
+        .. after
     end
     -- Only the last command that ran can have failed: one line for the stage.
-    out[#out + 1] = "case $" .. status .. " in 0) ;; *) printf '[Container] Command did not "
-      .. "exit successfully %s exit status %s\\n' \"$__tide_m\" $" .. status .. ";; esac"
+    out[#out + 1] = "case $" .. status .. " in 0) ;; *) echo \"[tide:" .. mark .. " s$"
+      .. status .. "]\";; esac"
   end
   if from.stage == "c" then
-    stage(ph.commands, from.index, "__tide_s", "__tide_n")
+    stage(ph.commands, from.index, "c", "__tide_s")
   end
-  stage(ph.finally, from.stage == "f" and from.index or 1, "__tide_f", "__tide_g")
+  stage(ph.finally, from.stage == "f" and from.index or 1, "f", "__tide_f")
   out[#out + 1] = "case $__tide_s$__tide_f in 00) __tide_t=SUCCEEDED;; "
     .. "*) __tide_t=FAILED __tide_ok=0;; esac"
-  out[#out + 1] = string.format("printf '%%s%%s [tide:%s %d %%s %%s %%s %%s]\\n' %s "
-    .. "\"$__tide_t\" $__tide_n $__tide_s $__tide_g $__tide_f; " .. WAKE, mark, tag,
+  out[#out + 1] = string.format("printf '%%s%%s [tide:%s %d %%s %%s]\\n' %s "
+    .. "\"$__tide_t\" $__tide_s $__tide_f; " .. WAKE, mark, tag,
     squote("[Container] Phase complete: " .. ph.type .. " State: "))
 end
 
@@ -379,16 +438,15 @@ function Session:phase_script(ph, succeeding, from, rest)
   local subshell = self.version == "0.1"
   self.tags = (self.tags or 0) + 1
   local tag = self.tags
-  phase_text(out, ph, from or { stage = "c", index = 1 }, tag, self.nonce, subshell, self.shell)
+  phase_text(out, ph, from or { stage = "c", index = 1 }, tag, self.nonce, subshell)
   local pending = {}
   for i, nx in ipairs(rest or {}) do
     if (i == 1 and rest.stops) or (i > 1 and rest[i - 1].stops) then
-      out[#out + 1] = "case $__tide_t in FAILED) return;; esac"
+      out[#out + 1] = "case $__tide_t in FAILED) __tide_e=1; return;; esac"
     end
     self.tags = self.tags + 1
     pending[#pending + 1] = { ph = nx.ph, tag = self.tags }
-    phase_text(out, nx.ph, { stage = "c", index = 1 }, self.tags, self.nonce, subshell,
-      self.shell)
+    phase_text(out, nx.ph, { stage = "c", index = 1 }, self.tags, self.nonce, subshell)
   end
   return table.concat(out, "\n"), tag, pending
 end
@@ -401,9 +459,11 @@ end
 function Session:run_phase(ph, succeeding, rest)
   local result = { commands = {}, finally = {} }
   local from
+  self.phase = ph
   while true do
     local how, r
     local queued = self.pending
+    self.started = {}
     if not from and queued and queued[1] and queued[1].ph == ph then
       -- Sent with an earlier phase: the shell is already on it.
       how, r = self:wait_marker(table.remove(queued, 1).tag)
@@ -415,15 +475,10 @@ function Session:run_phase(ph, succeeding, rest)
     end
     local events, open
     if how == "done" then
-      events = {}
-      local cn, cs, fn, fs = r:match("^ (%d+) (%d+) (%d+) (%d+)$")
-      local f = from or { stage = "c", index = 1 }
-      if f.stage == "c" then
-        stage_events(events, "c", f.index, cn, cs)
-      end
-      stage_events(events, "f", f.stage == "f" and f.index or 1, fn, fs)
+      local cs, fs = r:match("^ (%d+) (%d+)$")
+      events = self:events(from or { stage = "c", index = 1 }, tonumber(cs), tonumber(fs))
     else
-      events, open = self:read_status(from)
+      events, open = self:read_status(from or { stage = "c", index = 1 })
     end
     for _, ev in ipairs(events) do
       local list = ev.stage == "c" and result.commands or result.finally
