@@ -135,6 +135,18 @@ describe("tide build", function()
     assert.matches("STOPPED", out)
   end)
 
+  it("exits when a script fails right after a build, its shell still ending", function()
+    -- The shell ends without being waited for; a script that fails at once cancels what was to
+    -- wait for it. The shell must still be told to go, or tide waits for it forever.
+    local dir = project("version: 0.2\nphases:\n  build:\n    commands: ['echo built']\n")
+    h.write(dir .. "/fail.lua", "require('tide.buildspec').run({ src = arg[1], sandbox = false,"
+      .. " quiet = true })\nerror('after the build')\n")
+    local out = h.sh(string.format("cd %s && TIDE_HOME=%s timeout -s KILL 20 %s --plain fail.lua "
+      .. "%s >log 2>&1; echo rc=$?; cat log", q(dir), q(home), q(h.tide), q(dir)))
+    assert.matches("rc=1\n", out)
+    assert.matches("after the build", out)
+  end)
+
   it("exits 124 when the build times out", function()
     local dir = project("version: 0.2\nphases:\n  build:\n    commands: ['sleep 30']\n")
     local out, rc = tide(dir, "build --no-sandbox --timeout 1s")

@@ -791,8 +791,10 @@ function M.run(opts)
   local shell_gone
   if rok then
     -- A clean end (stdin closed, the shell exits) rather than a kill, so the span stays "ok";
-    -- the build does not wait for it. Its directory goes once it has exited (its EXIT trap
-    -- writes there).
+    -- the build does not wait for it. The shell is told here, not in the task: a task whose
+    -- parent fails before it starts never runs, and a shell still waiting for input would keep
+    -- tide from ever exiting. Its directory goes once it has exited.
+    session:end_input(true)
     shell_gone = tide.spawn("buildspec shell exit", function()
       pcall(session.stop, session, true)
       session:close()

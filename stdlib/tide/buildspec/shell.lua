@@ -133,6 +133,7 @@ function Session:spawn()
     error(tide.error(code or "ESPAWN", "buildspec shell: " .. tostring(msg)), 0)
   end
   self.p = p
+  self.input_ended = nil
 end
 
 -- A stage's result is the last of its commands that started (the last tag seen, see
@@ -321,14 +322,23 @@ function Session:exec(script, quiet)
   return self:wait_marker(tag, quiet)
 end
 
---- Ends the shell. Its EXIT trap saves the state for the next one, unless last (the build is
---- over: an empty line makes the shell exit without writing anything).
-function Session:stop(last)
-  if self.p then
+--- Tells the shell to end once it has run what it was sent, without waiting (nothing here
+--- yields): the shell goes even if whoever was to wait for it never runs. last: as for stop.
+function Session:end_input(last)
+  if self.p and not self.input_ended then
     if last then
       self.p:write("\n")
     end
     self.p:close_stdin()
+    self.input_ended = true
+  end
+end
+
+--- Ends the shell. Its EXIT trap saves the state for the next one, unless last (the build is
+--- over: an empty line makes the shell exit without writing anything).
+function Session:stop(last)
+  if self.p then
+    self:end_input(last)
     local r
     repeat
       r = self.p:wait()
