@@ -91,7 +91,11 @@ local MASK_MIN_LEN = 8
 --- Masks the store values in a line (the process layer already masks the raw output; this
 --- covers text tide composes itself, such as phase contexts and exported values).
 function Session:mask(line)
-  for _, m in ipairs(self.masks or {}) do
+  local masks = self.masks
+  if not masks then
+    return line
+  end
+  for _, m in ipairs(masks) do
     if #m >= MASK_MIN_LEN then
       local from = 1
       while true do
@@ -229,7 +233,14 @@ function Session:tag_lines(before, stage, n)
     line = before .. "[Container] Running command "
       .. (stage == "c" and ph.commands[i] or ph.finally[i])
   end
-  for l in (self:mask(line) .. "\n"):gmatch("(.-)\n") do
+  line = self:mask(line)
+  -- A line per line of a multi-line command; most are one line (gmatch would cost more than the
+  -- rest of a tag together: this runs for every command).
+  if not line:find("\n", 1, true) then
+    self.on_line(line)
+    return
+  end
+  for l in (line .. "\n"):gmatch("(.-)\n") do
     self.on_line(l)
   end
 end
