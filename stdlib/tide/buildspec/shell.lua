@@ -143,39 +143,43 @@ end
 -- A stage's result is the last of its commands that started (the last tag seen, see
 -- wait_marker) and the stage's status in the shell, nil while that command runs. Commands
 -- after a failure are skipped, so every earlier one exited 0; first is the index the script
--- started the stage at. Returns the command still running ({stage, index}) or nil.
-local function stage_events(out, stage, first, last, code)
+-- started the stage at. Fills out[i] = {command, code} from cmds; returns the index of the
+-- command still running, or nil.
+local function stage_results(out, cmds, first, last, code)
   for i = first, last or 0 do
     if i < last then
-      out[#out + 1] = { stage = stage, index = i, code = 0 }
+      out[i] = { command = cmds[i], code = 0 }
     elseif not code then
-      return { stage = stage, index = i }
+      return i
     else
-      out[#out + 1] = { stage = stage, index = i, code = code }
+      out[i] = { command = cmds[i], code = code }
     end
   end
 end
 
--- The results of a script that started at from ({stage, index}), from the tags seen and the
--- stages' statuses (numbers; the finally stage's is nil while one of its commands runs, the
--- commands stage's too while finally has not started). Returns the list of {stage, index,
--- code} and the command still running ({stage, index}) or nil.
-function Session:events(from, cs, fs)
-  local out, started = {}, self.started
+-- Records the results of a script that started at from ({stage, index}) in result ({commands,
+-- finally}), from the tags seen and the stages' statuses (numbers; the finally stage's is nil
+-- while one of its commands runs, the commands stage's too while finally has not started).
+-- Returns the command still running ({stage, index}) or nil.
+function Session:results(result, from, cs, fs)
+  local ph, started = self.phase, self.started
   local open
   if from.stage == "c" then
-    open = stage_events(out, "c", from.index, started.c, cs)
+    local i = stage_results(result.commands, ph.commands, from.index, started.c, cs)
+    open = i and { stage = "c", index = i }
   end
   if started.f then
-    open = stage_events(out, "f", from.stage == "f" and from.index or 1, started.f, fs)
+    local i = stage_results(result.finally, ph.finally, from.stage == "f" and from.index or 1,
+      started.f, fs)
+    open = i and { stage = "f", index = i } or open
   end
-  return out, open
+  return open
 end
 
 --- The results of a shell that ended during a script that started at from: the stages'
---- statuses its EXIT trap wrote (the file is removed) and the tags seen. Returns what
---- Session:events does.
-function Session:read_status(from)
+--- statuses its EXIT trap wrote (the file is removed) and the tags seen. Records them as
+--- Session:results does and returns what it does.
+function Session:read_status(result, from)
   local path = self.dir .. "/status"
   local f = io.open(path, "rb")
   local data = f and f:read("a") or ""
@@ -185,7 +189,7 @@ function Session:read_status(from)
   end
   -- Ended in the commands stage, the last command that started did it; else that stage is over.
   local cs = self.started.f and (tonumber(data:match("^s (%d+)")) or 0) or nil
-  return self:events(from, cs, nil)
+  return self:results(result, from, cs, nil)
 end
 
 -- A phase's end: text before it, nonce, tag, the stages' statuses. A tag before a command:
@@ -494,21 +498,12 @@ function Session:run_phase(ph, succeeding, rest)
       self.pending = pending
       how, r = self:wait_marker(tag)
     end
-    local events, open
     if how == "done" then
       local cs, fs = r:match("^ (%d+) (%d+)$")
-      events = self:events(from or { stage = "c", index = 1 }, tonumber(cs), tonumber(fs))
-    else
-      events, open = self:read_status(from or { stage = "c", index = 1 })
-    end
-    for _, ev in ipairs(events) do
-      local list = ev.stage == "c" and result.commands or result.finally
-      local cmd = ev.stage == "c" and ph.commands[ev.index] or ph.finally[ev.index]
-      list[ev.index] = { command = cmd, code = ev.code }
-    end
-    if how == "done" then
+      self:results(result, from or { stage = "c", index = 1 }, tonumber(cs), tonumber(fs))
       break
     end
+    local open = self:read_status(result, from or { stage = "c", index = 1 })
     if r.timed_out then
       result.status = "TIMED_OUT"
       result.context = { statusCode = "BUILD_TIMED_OUT", message = "Build has timed out." }
