@@ -87,6 +87,7 @@ struct tide_proc {
   tide_mask *mask; /* a reference, or NULL */
   int sandboxed;   /* sb holds the sandbox's status pipe and cgroups */
   tide_sandbox_child sb;
+  char *exec_cwd; /* exec_later: the working directory, where a relative PATH entry starts */
 };
 
 static _Thread_local char *read_buf;
@@ -145,6 +146,7 @@ static void proc_free(tide_proc *p)
   }
   free(p->q);
   free(p->log_path);
+  free(p->exec_cwd);
   for (int i = 1; i <= 2; i++)
     tide_mask_stream_free(p->out[i].mask);
   tide_mask_unref(p->mask);
@@ -607,6 +609,11 @@ void tide_proc_terminate(tide_proc *p, int timed_out)
 {
   if (p->finishing || p->term)
     return;
+  /* A sandbox still waiting for its program exits as soon as it reads the end of that pipe. */
+  if (p->sandboxed && p->sb.program_fd >= 0) {
+    close(p->sb.program_fd);
+    p->sb.program_fd = -1;
+  }
   if (timed_out)
     p->r.timed_out = 1;
   else
@@ -712,9 +719,9 @@ static size_t key_len(const char *entry)
 static const char *const sandbox_env_keep[] = {"PATH", "HOME", "LANG", "TZ", "CI", NULL};
 static char sandbox_default_lang[] = "LANG=C.UTF-8";
 
-static int env_inherited(const tide_proc_opts *o, const char *entry)
+static int env_inherited(int sandboxed, const char *entry)
 {
-  if (!o->sandbox)
+  if (!sandboxed)
     return 1;
   size_t kl = key_len(entry);
   for (int i = 0; sandbox_env_keep[i]; i++)
@@ -723,12 +730,12 @@ static int env_inherited(const tide_proc_opts *o, const char *entry)
   return 0;
 }
 
-static char **env_build(const tide_proc_opts *o)
+static char **env_build(tide_proc_env mode, const char *const *env, int sandboxed)
 {
   size_t nadd = 0, ninh = 0;
-  for (const char *const *e = o->env; o->env_mode != TIDE_PROC_ENV_INHERIT && e && *e; e++)
+  for (const char *const *e = env; mode != TIDE_PROC_ENV_INHERIT && e && *e; e++)
     nadd++;
-  if (o->env_mode != TIDE_PROC_ENV_REPLACE)
+  if (mode != TIDE_PROC_ENV_REPLACE)
     for (char **e = environ; *e; e++)
       ninh++;
   char **envp = malloc((ninh + nadd + 2) * sizeof *envp);
@@ -738,21 +745,21 @@ static char **env_build(const tide_proc_opts *o)
   int lang = 0;
   for (size_t i = 0; i < ninh; i++) {
     size_t kl = key_len(environ[i]);
-    int overridden = !env_inherited(o, environ[i]);
+    int overridden = !env_inherited(sandboxed, environ[i]);
     for (size_t j = 0; j < nadd && !overridden; j++)
-      overridden = key_len(o->env[j]) == kl && strncmp(o->env[j], environ[i], kl) == 0;
+      overridden = key_len(env[j]) == kl && strncmp(env[j], environ[i], kl) == 0;
     if (!overridden) {
       lang |= kl == 4 && strncmp(environ[i], "LANG", 4) == 0;
       envp[k++] = environ[i];
     }
   }
   for (size_t j = 0; j < nadd; j++)
-    lang |= key_len(o->env[j]) == 4 && strncmp(o->env[j], "LANG", 4) == 0;
-  if (o->sandbox && o->env_mode != TIDE_PROC_ENV_REPLACE && !lang)
+    lang |= key_len(env[j]) == 4 && strncmp(env[j], "LANG", 4) == 0;
+  if (sandboxed && mode != TIDE_PROC_ENV_REPLACE && !lang)
     envp[k++] = sandbox_default_lang;
   for (size_t j = 0; j < nadd; j++)
-    if (strchr(o->env[j], '=')) /* a bare NAME only removes */
-      envp[k++] = (char *)o->env[j];
+    if (strchr(env[j], '=')) /* a bare NAME only removes */
+      envp[k++] = (char *)env[j];
   envp[k] = NULL;
   return envp;
 }
@@ -820,9 +827,11 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   pid_t pid = -1;
   *out = NULL;
 
-  if (!o->argv || !o->argv[0] || !o->argv[0][0])
+  if (o->exec_later && !o->sandbox)
+    return tide_err_set(err, UV_EINVAL, "spawn: only a sandbox can take its program later");
+  if (!o->exec_later && (!o->argv || !o->argv[0] || !o->argv[0][0]))
     return tide_err_set(err, UV_EINVAL, "spawn: empty command");
-  const char *argv0 = o->argv[0];
+  const char *argv0 = o->exec_later ? "" : o->argv[0];
   tide_proc_stdin in_mode = o->stdin_mode;
   if (in_mode == TIDE_PROC_STDIN_DATA && o->stdin_len == 0)
     in_mode = TIDE_PROC_STDIN_NULL;
@@ -836,14 +845,14 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
       return tide_err_set(err, UV_ENOTDIR, "spawn: cannot change to directory '%s': %s", o->cwd,
                           strerror(ENOTDIR));
   }
-  if (o->env_mode != TIDE_PROC_ENV_INHERIT || o->sandbox) {
-    envp = env_build(o);
+  if (!o->exec_later && (o->env_mode != TIDE_PROC_ENV_INHERIT || o->sandbox)) {
+    envp = env_build(o->env_mode, o->env, o->sandbox != NULL);
     if (!envp)
       return tide_err_set(err, UV_ENOMEM, "spawn: out of memory");
   }
   char *const *child_env = envp ? envp : environ;
   prog = argv0;
-  if (!strchr(argv0, '/')) {
+  if (!o->exec_later && !strchr(argv0, '/')) {
     rc = path_lookup(argv0, child_env, o->cwd, pathbuf, sizeof pathbuf);
     if (rc != 0) {
       tide_err_set(err, rc, "spawn: cannot execute '%s': %s", argv0,
@@ -860,6 +869,10 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   }
   p->log_fd = -1;
   p->pidfd = -1;
+  if (o->exec_later && o->cwd && !(p->exec_cwd = strdup(o->cwd))) {
+    rc = tide_err_set(err, UV_ENOMEM, "spawn: out of memory");
+    goto fail;
+  }
   if (in_mode == TIDE_PROC_STDIN_FILE) {
     in_fd = open(o->stdin_path, O_RDONLY | O_CLOEXEC);
     if (in_fd < 0) {
@@ -910,7 +923,8 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
     if (in_mode == TIDE_PROC_STDIN_NULL)
       null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int fd0 = in_mode == TIDE_PROC_STDIN_NULL ? null_fd : in_fd >= 0 ? in_fd : inp[0];
-    tide_sandbox_exec ex = {prog, (char *const *)o->argv, child_env, o->cwd, {0, 0, 0}};
+    tide_sandbox_exec ex = {prog,      (char *const *)o->argv, child_env, o->cwd,
+                            {0, 0, 0}, o->exec_later};
     ex.fd[0] = fd0;
     ex.fd[1] = outp[1];
     ex.fd[2] = errp[1];
@@ -1024,9 +1038,39 @@ fail:
   free(envp);
   if (p && p->sandboxed)
     tide_sandbox_child_release(&p->sb);
-  if (p)
+  if (p) {
     free(p->log_path);
+    free(p->exec_cwd);
+  }
   free(p);
+  return rc;
+}
+
+int tide_proc_exec(tide_proc *p, const char *const *argv, tide_proc_env env_mode,
+                   const char *const *env, tide_err *err)
+{
+  if (!p->sandboxed || p->sb.program_fd < 0)
+    return tide_err_set(err, UV_EINVAL, "spawn: the process is not waiting for its program");
+  if (!argv || !argv[0] || !argv[0][0])
+    return tide_err_set(err, UV_EINVAL, "spawn: empty command");
+  char **envp = env_build(env_mode, env, 1);
+  if (!envp)
+    return tide_err_set(err, UV_ENOMEM, "spawn: out of memory");
+  char pathbuf[4096];
+  const char *prog = argv[0];
+  int rc = 0;
+  if (!strchr(prog, '/')) {
+    rc = path_lookup(prog, envp, p->exec_cwd, pathbuf, sizeof pathbuf);
+    if (rc != 0)
+      tide_err_set(err, rc, "spawn: cannot execute '%s': %s", prog,
+                   rc == UV_ENOENT ? "not found in PATH" : strerror(-rc));
+    prog = pathbuf;
+  }
+  if (rc == 0)
+    rc = tide_sandbox_run(&p->sb, prog, (char *const *)argv, envp, err);
+  else
+    tide_proc_terminate(p, 0); /* the sandbox reads the end of its program pipe and exits */
+  free(envp);
   return rc;
 }
 

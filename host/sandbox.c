@@ -439,6 +439,13 @@ typedef struct plan {
   int landlock_abi;
   int sync_fd, err_fd, status_fd;
   int cg_tasks[2]; /* the sandbox's memory and pids cgroups' `tasks` files, or -1 */
+  /* The program: the caller's (ex), or, with ex->later, read from program_fd into msg and
+  ** msg_ptrs, which the parent allocates so that the child never has to. */
+  const char *prog_path;
+  char *const *prog_argv, *const *prog_envp;
+  int program_fd;
+  char *msg;
+  char **msg_ptrs;
   struct rlimit rl_nproc, rl_as;
   int set_as;
   int cap_last; /* highest capability number the kernel knows */
@@ -793,16 +800,86 @@ static void mask_host_sockets(plan *pl)
   }
 }
 
+/* Reads all of n bytes; 0 at an end or an error first. */
+static int read_full(int fd, void *buf, size_t n)
+{
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return 0;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 1;
+}
+
+/*
+** With ex->later: waits for the program (see tide_sandbox_run): a header of three uint32 (the
+** strings' bytes, argc, envc), then the NUL-terminated strings: path, argv, envp. An end before
+** the header means tide let the sandbox go: exit without a report.
+*/
+static void receive_program(plan *pl)
+{
+  /* Nothing else stays open while it waits: not its copy of the pipe's write end, nor those of
+  ** other sandboxes tide has started meanwhile, whose end would never come while it waits. */
+  int keep[3] = {pl->err_fd, pl->status_fd, pl->program_fd};
+  for (int i = 0; i < 3; i++)
+    for (int j = i + 1; j < 3; j++)
+      if (keep[j] < keep[i]) {
+        int t = keep[i];
+        keep[i] = keep[j];
+        keep[j] = t;
+      }
+  int from = 3;
+  for (int i = 0; i < 3; i++) {
+    if (keep[i] > from)
+      syscall(SYS_close_range, from, keep[i] - 1, 0);
+    from = keep[i] + 1;
+  }
+  syscall(SYS_close_range, from, ~0U, 0);
+  uint32_t h[3];
+  if (!read_full(pl->program_fd, h, sizeof h))
+    _exit(127);
+  uint32_t bytes = h[0], argc = h[1], envc = h[2];
+  if (bytes > TIDE_SANDBOX_PROGRAM_BYTES || argc < 1 ||
+      (uint64_t)argc + envc + 2 > TIDE_SANDBOX_PROGRAM_STRINGS)
+    child_fail(pl, "receive the program", EINVAL, 0);
+  if (!read_full(pl->program_fd, pl->msg, bytes))
+    child_fail(pl, "receive the program", EIO, 0);
+  close(pl->program_fd);
+  char *s = pl->msg, *end = pl->msg + bytes;
+  char **ptrs = pl->msg_ptrs;
+  for (uint32_t i = 0; i < 1 + argc + envc; i++) {
+    char *z = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
+    if (!z)
+      child_fail(pl, "receive the program", EINVAL, 0);
+    /* path, then argv at 0..argc-1 and envp at argc+1..: each list ends with a NULL */
+    if (i == 0)
+      pl->prog_path = s;
+    else
+      ptrs[i <= argc ? i - 1 : i] = s;
+    s = z + 1;
+  }
+  if (s != end)
+    child_fail(pl, "receive the program", EINVAL, 0);
+  ptrs[argc] = NULL;
+  ptrs[argc + 1 + envc] = NULL;
+  pl->prog_argv = ptrs;
+  pl->prog_envp = ptrs + argc + 1;
+}
+
 static _Noreturn void run_program(plan *pl)
 {
-  const tide_sandbox_exec *ex = pl->ex;
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   /* Only the program's tree: the init keeps its own address space unlimited. */
   if (pl->set_as)
     set_limit(pl, RLIMIT_AS, pl->pol->memory, "rlimit as");
-  execve(ex->path, ex->argv, ex->envp);
+  execve(pl->prog_path, pl->prog_argv, pl->prog_envp);
   child_fail(pl, "exec", errno, 1);
 }
 
@@ -832,6 +909,9 @@ static int child_main(plan *pl)
   for (int s = 1; s < NSIG; s++)
     if (s != SIGKILL && s != SIGSTOP)
       signal(s, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL); /* blocked by the parent until here */
   CHECK(pl, setsid(), "setsid");
   CHECK(pl, prctl(PR_SET_PDEATHSIG, SIGKILL), "set the parent-death signal");
   /* Our own pipes above 2, where placing the streams cannot hit them (tide may run with 0-2
@@ -840,6 +920,8 @@ static int child_main(plan *pl)
     CHECK(pl, pl->err_fd = fcntl(pl->err_fd, F_DUPFD_CLOEXEC, 3), "move the error pipe");
   if (pl->status_fd < 3)
     CHECK(pl, pl->status_fd = fcntl(pl->status_fd, F_DUPFD_CLOEXEC, 3), "move the status pipe");
+  if (pl->program_fd >= 0 && pl->program_fd < 3)
+    CHECK(pl, pl->program_fd = fcntl(pl->program_fd, F_DUPFD_CLOEXEC, 3), "move the program pipe");
   char go;
   if (read(pl->sync_fd, &go, 1) != 1)
     _exit(127); /* the parent gave up */
@@ -907,6 +989,8 @@ static int child_main(plan *pl)
   memset(data, 0, sizeof data);
   CHECK(pl, syscall(SYS_capset, &hdr, data), "drop capabilities");
 
+  if (pl->ex->later)
+    receive_program(pl);
   /* vfork: the init's memory is not copied; the program's side only execs or reports. */
   pid_t prog = vfork();
   CHECK(pl, prog, "fork the program");
@@ -1279,6 +1363,8 @@ static void free_plan(plan *pl)
 {
   if (!pl)
     return;
+  free(pl->msg);
+  free(pl->msg_ptrs);
   free(pl->socks);
   free(pl->sock_text);
   for (int i = 0; i < pl->nclosed; i++)
@@ -1295,6 +1381,25 @@ static void close_premade(plan *pl)
   close_fd(&pl->cg_tasks[1]);
 }
 
+/* Waits for the child's exec: an end of the pipe means it happened, a report that a step
+** failed. Returns 0 or the error. */
+static int read_report(int fd, const char *cwd, const char *argv0, tide_err *err)
+{
+  child_report r;
+  ssize_t n;
+  do
+    n = read(fd, &r, sizeof r);
+  while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof r)
+    return 0;
+  if (r.exec == 2)
+    return tide_err_set(err, -r.err, "sandbox: cannot change to directory '%s': %s", cwd,
+                        strerror(r.err));
+  if (r.exec)
+    return tide_err_set(err, -r.err, "sandbox: cannot execute '%s': %s", argv0, strerror(r.err));
+  return tide_err_set(err, TIDE_ESANDBOX, "sandbox: %s: %s", r.step, strerror(r.err));
+}
+
 int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *ex,
                        tide_sandbox_child *c, tide_err *err)
 {
@@ -1302,6 +1407,8 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   c->pid = -1;
   c->pidfd = -1;
   c->status_fd = -1;
+  c->program_fd = -1;
+  c->report_fd = -1;
   int rc = tide_sandbox_check(pol, err);
   if (rc != 0)
     return rc;
@@ -1314,6 +1421,15 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   pl->pol = pol;
   pl->ex = ex;
   pl->cg_tasks[0] = pl->cg_tasks[1] = -1;
+  pl->program_fd = -1;
+  pl->prog_path = ex->path;
+  pl->prog_argv = ex->argv;
+  pl->prog_envp = ex->envp;
+  if (ex->later && (!(pl->msg = malloc(TIDE_SANDBOX_PROGRAM_BYTES)) ||
+                    !(pl->msg_ptrs = malloc(TIDE_SANDBOX_PROGRAM_STRINGS * sizeof(char *))))) {
+    free_plan(pl);
+    return tide_err_set(err, -ENOMEM, "sandbox: out of memory");
+  }
   pl->as_root = geteuid() == 0;
   pl->uid = pol->uid_set ? pol->uid : DEFAULT_UID;
   pl->gid = pol->uid_set ? pol->gid : DEFAULT_UID;
@@ -1378,16 +1494,17 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
                         tide_sandbox_names(lack, names, sizeof names));
   }
 
-  int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, statp[2] = {-1, -1};
+  int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, statp[2] = {-1, -1}, progp[2] = {-1, -1};
   /* The status pipe is read at reap, when it holds the status or nothing: never wait there. */
   if (pipe2(syncp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 || pipe2(statp, O_CLOEXEC) != 0 ||
-      fcntl(statp[0], F_SETFL, O_NONBLOCK) != 0) {
+      fcntl(statp[0], F_SETFL, O_NONBLOCK) != 0 || (ex->later && pipe2(progp, O_CLOEXEC) != 0)) {
     rc = tide_err_set(err, -errno, "sandbox: cannot create a pipe: %s", strerror(errno));
     goto fail;
   }
   pl->sync_fd = syncp[0];
   pl->err_fd = errp[1];
   pl->status_fd = statp[1];
+  pl->program_fd = progp[0];
 
   uint64_t flags =
       CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
@@ -1411,9 +1528,18 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
     if (fstat(ex->fd[i], &st) == 0 && S_ISFIFO(st.st_mode))
       fchown(ex->fd[i], outer_uid, outer_gid);
   }
+  /* Until the child has reset its dispositions, a signal sent to it (a sandbox let go at once)
+  ** would run tide's handlers there, and libuv's write to tide's own signal pipe: tide would
+  ** take the signal for its own. The child starts with every signal blocked. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   long pid = syscall(SYS_clone3, &ca, sizeof ca);
   if (pid == 0)
     _exit(child_main(pl));
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = clone_errno;
   if (pid < 0) {
     rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: cannot create the namespaces: %s",
                       strerror(errno));
@@ -1424,6 +1550,7 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   close_fd(&syncp[0]);
   close_fd(&errp[1]);
   close_fd(&statp[1]);
+  close_fd(&progp[0]);
 
   int e = write_maps(pl, c->pid, c->pidfd, outer_uid, outer_gid);
   if (e != 0) {
@@ -1438,24 +1565,20 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   }
   close_fd(&syncp[1]);
 
-  /* EOF: the program was exec'd. A report: a step failed. */
-  child_report r;
-  ssize_t n;
-  do
-    n = read(errp[0], &r, sizeof r);
-  while (n < 0 && errno == EINTR);
-  if (n == (ssize_t)sizeof r) {
-    if (r.exec == 2)
-      rc = tide_err_set(err, -r.err, "sandbox: cannot change to directory '%s': %s", pl->cwd,
-                        strerror(r.err));
-    else if (r.exec)
-      rc = tide_err_set(err, -r.err, "sandbox: cannot execute '%s': %s", ex->argv[0],
-                        strerror(r.err));
-    else
-      rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: %s: %s", r.step, strerror(r.err));
-    goto fail;
+  if (ex->later) {
+    /* The setup goes on while the caller works out the program: see tide_sandbox_run. */
+    if (!(c->cwd = strdup(pl->cwd))) {
+      rc = tide_err_set(err, -ENOMEM, "sandbox: out of memory");
+      goto fail;
+    }
+    c->program_fd = progp[1];
+    c->report_fd = errp[0];
+    progp[1] = errp[0] = -1;
+  } else {
+    if ((rc = read_report(errp[0], pl->cwd, ex->argv[0], err)) != 0)
+      goto fail;
+    close_fd(&errp[0]);
   }
-  close_fd(&errp[0]);
   c->status_fd = statp[0];
   free_plan(pl);
   if (c->missing)
@@ -1476,8 +1599,72 @@ fail:
   close_fd(&errp[1]);
   close_fd(&statp[0]);
   close_fd(&statp[1]);
+  close_fd(&progp[0]);
+  close_fd(&progp[1]);
+  free(c->cwd);
+  c->cwd = NULL;
   c->pid = -1;
   free_plan(pl);
+  return rc;
+}
+
+int tide_sandbox_run(tide_sandbox_child *c, const char *path, char *const argv[],
+                     char *const envp[], tide_err *err)
+{
+  if (c->program_fd < 0)
+    return tide_err_set(err, TIDE_EINPUT, "sandbox: not waiting for a program");
+  size_t bytes = strlen(path) + 1;
+  uint32_t argc = 0, envc = 0;
+  for (; argv[argc]; argc++)
+    bytes += strlen(argv[argc]) + 1;
+  for (; envp && envp[envc]; envc++)
+    bytes += strlen(envp[envc]) + 1;
+  int rc = 0;
+  char *msg = NULL;
+  if (argc < 1 || bytes > TIDE_SANDBOX_PROGRAM_BYTES ||
+      (uint64_t)argc + envc + 2 > TIDE_SANDBOX_PROGRAM_STRINGS)
+    rc = tide_err_set(err, TIDE_EINPUT,
+                      "sandbox: a program needs arguments, and at most %d bytes and %d strings "
+                      "of them and its environment (got %zu bytes, %u strings)",
+                      TIDE_SANDBOX_PROGRAM_BYTES, TIDE_SANDBOX_PROGRAM_STRINGS, bytes,
+                      argc + envc + 1);
+  else if (!(msg = malloc(3 * sizeof(uint32_t) + bytes)))
+    rc = tide_err_set(err, -ENOMEM, "sandbox: out of memory");
+  if (rc != 0) {
+    /* The sandbox reads an end and exits. */
+    close_fd(&c->program_fd);
+    close_fd(&c->report_fd);
+    return rc;
+  }
+  uint32_t h[3] = {(uint32_t)bytes, argc, envc};
+  memcpy(msg, h, sizeof h);
+  char *o = msg + sizeof h;
+  o = stpcpy(o, path) + 1;
+  for (uint32_t i = 0; i < argc; i++)
+    o = stpcpy(o, argv[i]) + 1;
+  for (uint32_t i = 0; i < envc; i++)
+    o = stpcpy(o, envp[i]) + 1;
+  /* A write that fails means the setup failed first: its report says why. */
+  size_t left = sizeof h + bytes;
+  for (char *p = msg; left > 0;) {
+    ssize_t n = write(c->program_fd, p, left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    p += n;
+    left -= (size_t)n;
+  }
+  /* The environment may hold secrets. */
+  explicit_bzero(msg, sizeof h + bytes);
+  free(msg);
+  close_fd(&c->program_fd);
+  rc = read_report(c->report_fd, c->cwd, argv[0], err);
+  if (rc == 0 && left > 0)
+    rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: the program could not be handed over");
+  close_fd(&c->report_fd);
+  free(c->cwd);
+  c->cwd = NULL;
   return rc;
 }
 
@@ -1491,6 +1678,10 @@ void tide_sandbox_child_reaped(tide_sandbox_child *c, int *status)
 
 void tide_sandbox_child_release(tide_sandbox_child *c)
 {
+  close_fd(&c->program_fd);
+  close_fd(&c->report_fd);
+  free(c->cwd);
+  c->cwd = NULL;
   close_fd(&c->status_fd);
   close_fd(&c->pidfd);
   cgroup_remove(c);

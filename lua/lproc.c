@@ -247,12 +247,13 @@ typedef struct spawn_args {
   int lines;
   int log;
   int sandboxed;
+  int exec_later;
   tide_sandbox_policy sandbox; /* path lists in GC-owned boxes on the stack */
 } spawn_args;
 
 static const char *const known_keys[] = {
-    "cwd",  "env",     "env_mode", "grace",        "lines",   "log", "max_output",
-    "name", "sandbox", "stdin",    "stdout_batch", "timeout", NULL,
+    "cwd",        "env",  "env_mode", "exec_later", "grace",        "lines",   "log",
+    "max_output", "name", "sandbox",  "stdin",      "stdout_batch", "timeout", NULL,
 };
 
 static int opt_error(lua_State *L, const char *fmt, const char *a, const char *b)
@@ -364,6 +365,50 @@ static void parse_env(lua_State *L, int tidx, spawn_args *a)
   /* stack: the block stays as an anchor */
 }
 
+/* The environment of the table at t (env_mode: its string, or NULL) into a; leaves the env table
+** and the block on the stack. Returns the env table's index, or 0 when there is none. */
+static int take_env(lua_State *L, int t, const char *env_mode, spawn_args *a)
+{
+  int env_idx = 0;
+  if (lua_getfield(L, t, "env") == LUA_TTABLE)
+    env_idx = lua_gettop(L);
+  if (env_mode) {
+    if (strcmp(env_mode, "add") == 0)
+      a->env_mode = TIDE_PROC_ENV_ADD;
+    else if (strcmp(env_mode, "replace") == 0)
+      a->env_mode = TIDE_PROC_ENV_REPLACE;
+    else
+      luaL_error(L, "spawn: option 'env_mode' must be 'add' or 'replace', got '%s'", env_mode);
+    if (!env_idx)
+      luaL_error(L, "spawn: option 'env_mode' needs 'env'");
+  } else if (env_idx) {
+    a->env_mode = TIDE_PROC_ENV_ADD;
+  }
+  if (env_idx)
+    parse_env(L, env_idx, a);
+  return env_idx;
+}
+
+/* argv from the n-element array part of the table at t (strings checked by the caller), in a
+** GC-owned box left on the stack; the strings are anchored by that table. */
+static void take_argv(lua_State *L, int t, lua_Integer n, spawn_args *a)
+{
+  a->argc = (int)n;
+  a->argv = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof(char *), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, t, i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len)
+      luaL_error(L, "spawn: argv[%d] contains a NUL byte", (int)i);
+    a->argv[i - 1] = s;
+    lua_pop(L, 1);
+  }
+  a->argv[n] = NULL;
+  if (n > 0 && a->argv[0][0] == '\0')
+    luaL_error(L, "spawn: argv[1] is empty");
+}
+
 /* Parses the option table at index 1. Leaves GC-owned blocks on the stack. */
 static void parse_opts(lua_State *L, spawn_args *a)
 {
@@ -374,9 +419,15 @@ static void parse_opts(lua_State *L, spawn_args *a)
   a->log = 1;
   a->env_mode = TIDE_PROC_ENV_INHERIT;
   const char *env_mode = NULL;
-  int env_idx = 0;
   lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-  if (n < 1)
+  lua_getfield(L, 1, "exec_later");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    luaL_error(L, "spawn: option 'exec_later' must be a boolean, got %s", luaL_typename(L, -1));
+  a->exec_later = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (a->exec_later && n > 0)
+    luaL_error(L, "spawn: with 'exec_later' the command comes with p:exec, not here");
+  if (n < 1 && !a->exec_later)
     luaL_error(L, "spawn: no command (the option table's array part is empty)");
 
   lua_pushnil(L);
@@ -444,6 +495,8 @@ static void parse_opts(lua_State *L, spawn_args *a)
       if (a->stdout_batch > 1)
         luaL_error(L, "spawn: option 'stdout_batch' must be at most 1 (second), got %f",
                    a->stdout_batch);
+    } else if (strcmp(key, "exec_later") == 0) {
+      /* read above */
     } else if (strcmp(key, "lines") == 0 || strcmp(key, "log") == 0) {
       if (!lua_isboolean(L, -1))
         luaL_error(L, "spawn: option '%s' must be a boolean, got %s", key, luaL_typename(L, -1));
@@ -455,39 +508,15 @@ static void parse_opts(lua_State *L, spawn_args *a)
     lua_pop(L, 1);
   }
 
-  if (lua_getfield(L, 1, "env") == LUA_TTABLE)
-    env_idx = lua_gettop(L);
-  if (env_mode) {
-    if (strcmp(env_mode, "add") == 0)
-      a->env_mode = TIDE_PROC_ENV_ADD;
-    else if (strcmp(env_mode, "replace") == 0)
-      a->env_mode = TIDE_PROC_ENV_REPLACE;
-    else
-      luaL_error(L, "spawn: option 'env_mode' must be 'add' or 'replace', got '%s'", env_mode);
-    if (!env_idx)
-      luaL_error(L, "spawn: option 'env_mode' needs 'env'");
-  } else if (env_idx) {
-    a->env_mode = TIDE_PROC_ENV_ADD;
-  }
-  if (env_idx)
-    parse_env(L, env_idx, a);
+  int env_idx = take_env(L, 1, env_mode, a);
   if (lua_getfield(L, 1, "sandbox") != LUA_TNIL)
     a->sandboxed = tide_lsandbox_parse(L, -1, a->cwd, &a->sandbox);
+  if (a->exec_later && !a->sandboxed)
+    luaL_error(L, "spawn: option 'exec_later' needs 'sandbox'");
+  if (a->exec_later && env_idx)
+    luaL_error(L, "spawn: with 'exec_later' the environment comes with p:exec, not here");
 
-  a->argc = (int)n;
-  a->argv = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof(char *), 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
-    size_t len;
-    const char *s = lua_tolstring(L, -1, &len);
-    if (strlen(s) != len)
-      luaL_error(L, "spawn: argv[%d] contains a NUL byte", (int)i);
-    a->argv[i - 1] = s; /* anchored by the option table */
-    lua_pop(L, 1);
-  }
-  a->argv[n] = NULL;
-  if (a->argv[0][0] == '\0')
-    luaL_error(L, "spawn: argv[1] is empty");
+  take_argv(L, 1, n, a);
 }
 
 /* "argv":[...],"cwd":"..." for the span; NULL when out of memory. */
@@ -596,6 +625,7 @@ static int l_spawn(lua_State *L)
     if (a.sandboxed && rt->store)
       a.sandbox.protect = tide_store_home(rt->store);
     o.sandbox = a.sandboxed ? &a.sandbox : NULL;
+    o.exec_later = a.exec_later;
     rc = tide_proc_spawn(rt->loop, &o, &lp->proc, &err);
   }
   if (rc != 0) {
@@ -848,6 +878,71 @@ static int m_write(lua_State *L)
   return 1;
 }
 
+/*
+** p:exec{argv..., env = {...}, env_mode = ...} -> true | nil, message, code: the program of a
+** process spawned with exec_later, with its environment as spawn takes it. Blocks until the
+** sandbox has exec'd it. On failure the process ends (exit 127) and wait() reports it as usual.
+*/
+static int m_exec(lua_State *L)
+{
+  lproc *lp = check_open(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  spawn_args a;
+  memset(&a, 0, sizeof a);
+  a.env_mode = TIDE_PROC_ENV_INHERIT;
+  const char *env_mode = NULL;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  if (n < 1)
+    luaL_error(L, "exec: no command (the table's array part is empty)");
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    if (lua_isinteger(L, -2)) {
+      lua_Integer i = lua_tointeger(L, -2);
+      if (i < 1 || i > n)
+        luaL_error(L, "exec: unexpected key %d (argv must be a sequence)", (int)i);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "exec: argv[%d] must be a string, got %s", (int)i, luaL_typename(L, -1));
+    } else if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "env_mode") == 0) {
+      env_mode = opt_string(L, "env_mode");
+    } else if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "env") == 0) {
+      if (!lua_istable(L, -1))
+        luaL_error(L, "exec: option 'env' must be a table, got %s", luaL_typename(L, -1));
+    } else {
+      luaL_error(L, "exec: unexpected key '%s'",
+                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
+    }
+    lua_pop(L, 1);
+  }
+  take_env(L, 2, env_mode, &a);
+  take_argv(L, 2, n, &a);
+  tide_err err;
+  tide_err_clear(&err);
+  if (tide_proc_exec(lp->proc, a.argv, a.env_mode, a.env, &err) != 0)
+    return tide_fail_err(L, &err);
+  /* The span names the program now that there is one: "argv":[] becomes the real list. */
+  const char *empty = "\"argv\":[]";
+  if (lp->attrs && strncmp(lp->attrs, empty, strlen(empty)) == 0) {
+    jbuf j = {0};
+    jputs(&j, "\"argv\":[");
+    for (int i = 0; i < a.argc; i++) {
+      if (i)
+        jputs(&j, ",");
+      jstr(&j, a.argv[i]);
+    }
+    jputs(&j, "]");
+    jputs(&j, lp->attrs + strlen(empty));
+    if (!j.oom) {
+      free(lp->attrs);
+      lp->attrs = j.b;
+      span_attrs(lp);
+    } else {
+      free(j.b);
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* p:close_stdin(): the child sees EOF once queued writes are done */
 static int m_close_stdin(lua_State *L)
 {
@@ -914,9 +1009,9 @@ static const luaL_Reg functions[] = {
 
 static const luaL_Reg methods[] = {
     {"close", m_close}, {"close_stdin", m_close_stdin},
-    {"kill", m_kill},   {"pid", m_pid},
-    {"wait", m_wait},   {"write", m_write},
-    {NULL, NULL},
+    {"exec", m_exec},   {"kill", m_kill},
+    {"pid", m_pid},     {"wait", m_wait},
+    {"write", m_write}, {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {

@@ -668,6 +668,49 @@ describe("sandbox: limits and the process tree", function()
     assert.truthy(e.message:find("cannot change to directory"), e.message)
   end)
 
+  it("takes its program later (exec_later), and ends at once when let go without one",
+    function()
+      local native = require("tide._proc")
+      local p = assert(native.spawn({ exec_later = true, sandbox = sbox(), cwd = base,
+        lines = true, name = "later" }))
+      assert.is_true(p:exec({ "sh", "-c", "echo \"$X\" $$; exit 5", env = { X = "late" } }))
+      local lines = {}
+      local r
+      repeat
+        local _, got
+        r, _, got = p:wait()
+        for _, l in ipairs(got or {}) do
+          lines[#lines + 1] = l
+        end
+      until r ~= "lines"
+      p:close()
+      assert.same({ "late 2" }, lines) -- pid 2: the init is pid 1
+      assert.equal(5, r.code)
+      -- Once only; nothing else is taken with exec_later
+      local q = assert(native.spawn({ exec_later = true, sandbox = sbox(), cwd = base }))
+      local ok, msg = q:exec({ "/nonexistent/prog" })
+      assert.is_nil(ok)
+      assert.truthy(msg:find("cannot execute '/nonexistent/prog'", 1, true), msg)
+      assert.equal(127, q:wait().code)
+      q:close()
+      assert.has_error(function()
+        native.spawn({ "true", exec_later = true, sandbox = sbox() })
+      end)
+      assert.has_error(function()
+        native.spawn({ exec_later = true })
+      end)
+      -- Let go before its program, many times over and at once: each ends within the moment,
+      -- and no signal meant for one reaches tide (which would cancel this very test).
+      local t0 = tide.monotime()
+      for _ = 1, 30 do
+        local w = assert(native.spawn({ exec_later = true, sandbox = sbox(), cwd = base,
+          grace = 5 }))
+        w:close()
+      end
+      tide.sleep(0.2)
+      assert.truthy(tide.monotime() - t0 < 4)
+    end)
+
   it("kills the whole tree on timeout, daemons included (A5.26)", function()
     local tag = "tide-sb-" .. tostring(math.random(1e9))
     local r = proc.run({ "sh", "-c",

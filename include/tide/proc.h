@@ -95,6 +95,10 @@ typedef struct tide_proc_opts {
      and what it inherits of tide's environment (INHERIT, ADD) is only PATH, HOME, LANG (set to
      C.UTF-8 when neither tide nor env has one), TZ and CI */
   const tide_sandbox_policy *sandbox; /* borrowed for the call */
+  /* With sandbox: argv, env_mode and env are ignored here; the sandbox is made now and waits
+     for its program, given by tide_proc_exec(). The process is running (it can be waited for,
+     terminated, released) from this call on. */
+  int exec_later;
 } tide_proc_opts;
 
 /* What a process produced. Fields other than pid and start are valid once done is set. */
@@ -131,6 +135,15 @@ void tide_proc_opts_init(tide_proc_opts *o);
 ** Nothing is left behind on failure.
 */
 int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, tide_err *err);
+
+/*
+** The program of a process spawned with exec_later (argv NULL-terminated, looked up in the PATH
+** of the environment built from env_mode and env as tide_proc_spawn() would; borrowed). Blocks
+** until the sandbox has exec'd it. On failure returns the error tide_proc_spawn() would have
+** returned for it, and the process ends (exit 127) and completes as any other. Only once.
+*/
+int tide_proc_exec(tide_proc *p, const char *const *argv, tide_proc_env env_mode,
+                   const char *const *env, tide_err *err);
 
 /* The result so far; borrowed, valid until tide_proc_release(). */
 const tide_proc_result *tide_proc_result_get(const tide_proc *p);

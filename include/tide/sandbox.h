@@ -93,7 +93,15 @@ typedef struct tide_sandbox_exec {
   /* Become 0, 1 and 2; borrowed, the caller closes them. When tide runs as root, pipes among
      them are given to the sandbox's uid (/dev/stdout reopens fd 1). */
   int fd[3];
+  /* The program comes later: path, argv and envp are ignored, and the sandbox, once set up,
+     waits for tide_sandbox_run() (or its end: then it exits 127). Lets the caller work out the
+     program and its environment while the sandbox is being made. */
+  int later;
 } tide_sandbox_exec;
+
+/* The most a program sent to tide_sandbox_run() may take: its strings, and their number. */
+#define TIDE_SANDBOX_PROGRAM_BYTES (1024 * 1024)
+#define TIDE_SANDBOX_PROGRAM_STRINGS 16384
 
 typedef struct tide_sandbox_child {
   pid_t pid;          /* outer pid of the init; also its process group id */
@@ -101,6 +109,11 @@ typedef struct tide_sandbox_child {
   int status_fd;      /* the init reports the program's wait status here */
   unsigned missing;   /* TIDE_SANDBOX_* bits that could not be applied */
   char cgroup[2][96]; /* per-sandbox cgroup v1 directories to remove, or "" */
+  /* Started with `later` until tide_sandbox_run(): where the program goes, where the setup's
+     failure (or nothing, at the exec) comes back, and the working directory for its message.
+     -1 and NULL otherwise; owned. */
+  int program_fd, report_fd;
+  char *cwd;
 } tide_sandbox_child;
 
 /* Zeroes p: network off, nothing writable, default /tmp, no limits, uid/gid 1000. */
@@ -121,6 +134,16 @@ int tide_sandbox_check(const tide_sandbox_policy *p, tide_err *err);
 */
 int tide_sandbox_spawn(const tide_sandbox_policy *p, const tide_sandbox_exec *ex,
                        tide_sandbox_child *child, tide_err *err);
+
+/*
+** Runs the program in a sandbox started with `later` (path resolved, argv and envp
+** NULL-terminated; all borrowed). Returns 0 once it is exec'd, or the error of the setup or of
+** the exec as tide_sandbox_spawn() would have; then the sandbox is ending (exit 127) and the
+** caller reaps it as usual. A second call, or one for a sandbox not started with `later`,
+** returns TIDE_EINPUT. Closing child->program_fd instead makes the sandbox exit 127.
+*/
+int tide_sandbox_run(tide_sandbox_child *c, const char *path, char *const argv[],
+                     char *const envp[], tide_err *err);
 
 /*
 ** Call once the init has been reaped with raw wait status *status: replaces it with the

@@ -1,7 +1,8 @@
 /*
 ** host/sandbox.c without Lua: sizes and names, policy checks, and real sandboxed children started
 ** with tide_sandbox_spawn(): exit status through the init, a program killed by a signal, an
-** exec failure that leaves nothing behind, and the descriptors the program gets.
+** exec failure that leaves nothing behind, and the descriptors the program gets; a sandbox that
+** takes its program later, and what it does with a program message it cannot read.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -105,7 +106,7 @@ static int run(char *const *argv, char *out, size_t size, int *rc_out)
   assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
   int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-  tide_sandbox_exec ex = {argv[0], argv, envp, "/", {null_fd, fds[1], null_fd}};
+  tide_sandbox_exec ex = {argv[0], argv, envp, "/", {null_fd, fds[1], null_fd}, 0};
   tide_sandbox_child c;
   tide_err err;
   tide_err_clear(&err);
@@ -175,6 +176,132 @@ static void test_descriptors(void **state)
   assert_string_equal(out, "0 1 2 3 ");
 }
 
+/* Starts a sandbox that waits for its program, stdout into a pipe (*out_fd). */
+static void start_later(tide_sandbox_child *c, int *out_fd)
+{
+  tide_sandbox_policy p;
+  tide_sandbox_policy_init(&p);
+  const char *const none[] = {NULL};
+  p.writable = none;
+  int fds[2];
+  assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  tide_sandbox_exec ex = {NULL, NULL, NULL, "/", {null_fd, fds[1], null_fd}, 1};
+  tide_err err;
+  tide_err_clear(&err);
+  assert_int_equal(tide_sandbox_spawn(&p, &ex, c, &err), 0);
+  assert_true(c->program_fd >= 0);
+  close(fds[1]);
+  close(null_fd);
+  *out_fd = fds[0];
+}
+
+/* Reads the output, reaps and releases; returns the wait status. */
+static int end_later(tide_sandbox_child *c, int out_fd, char *out, size_t size)
+{
+  size_t len = 0;
+  ssize_t n;
+  while (len + 1 < size && (n = read(out_fd, out + len, size - 1 - len)) > 0)
+    len += (size_t)n;
+  out[len] = '\0';
+  close(out_fd);
+  int status = 0;
+  assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+  tide_sandbox_child_reaped(c, &status);
+  tide_sandbox_child_release(c);
+  return status;
+}
+
+static void test_later(void **state)
+{
+  (void)state;
+  if (!usable)
+    skip();
+  tide_sandbox_child c;
+  int fd;
+  char out[256];
+  tide_err err;
+  /* The program and its environment, sent once the sandbox is made */
+  start_later(&c, &fd);
+  char *argv[] = {"sh", "-c", "echo \"$X\" $$; exit 4", NULL};
+  char *envp[] = {"X=sent later", NULL};
+  assert_int_equal(tide_sandbox_run(&c, "/bin/sh", argv, envp, &err), 0);
+  assert_int_equal(c.program_fd, -1);
+  assert_int_equal(tide_sandbox_run(&c, "/bin/sh", argv, envp, &err), TIDE_EINPUT);
+  int st = end_later(&c, fd, out, sizeof out);
+  assert_string_equal(out, "sent later 2\n");
+  assert_int_equal(WEXITSTATUS(st), 4);
+  /* Let go without a program: it exits 127, having run nothing */
+  start_later(&c, &fd);
+  close(c.program_fd);
+  c.program_fd = -1;
+  st = end_later(&c, fd, out, sizeof out);
+  assert_int_equal(WEXITSTATUS(st), 127);
+  assert_string_equal(out, "");
+  /* An exec that fails is reported as tide_sandbox_spawn would */
+  start_later(&c, &fd);
+  char *missing[] = {"/nonexistent/prog", NULL};
+  assert_int_equal(tide_sandbox_run(&c, missing[0], missing, NULL, &err), -ENOENT);
+  assert_non_null(strstr(err.msg, "cannot execute '/nonexistent/prog'"));
+  st = end_later(&c, fd, out, sizeof out);
+  assert_int_equal(WEXITSTATUS(st), 127);
+  /* Too large: refused here, and the sandbox goes */
+  start_later(&c, &fd);
+  char *big = malloc(TIDE_SANDBOX_PROGRAM_BYTES + 8);
+  memset(big, 'x', TIDE_SANDBOX_PROGRAM_BYTES + 7);
+  memcpy(big, "BIG=", 4);
+  big[TIDE_SANDBOX_PROGRAM_BYTES + 7] = '\0';
+  char *bigenv[] = {big, NULL};
+  assert_int_equal(tide_sandbox_run(&c, "/bin/true", (char *[]){"true", NULL}, bigenv, &err),
+                   TIDE_EINPUT);
+  free(big);
+  st = end_later(&c, fd, out, sizeof out);
+  assert_int_equal(WEXITSTATUS(st), 127);
+}
+
+/* Messages the sandbox must refuse: it reports and exits, and runs nothing. */
+static void test_later_bad_message(void **state)
+{
+  (void)state;
+  if (!usable)
+    skip();
+  static const struct {
+    uint32_t h[3];
+    const char *body;
+    size_t len;
+  } bad[] = {
+      {{5, 1, 0}, "ab\0cd", 5},                              /* the last string has no NUL */
+      {{6, 1, 0}, "ab\0cd\0", 6},                            /* fine: the control */
+      {{9, 1, 0}, "ab\0cd\0ef\0", 9},                        /* a string more than announced */
+      {{3, 0, 0}, "ab\0", 3},                                /* no argv */
+      {{TIDE_SANDBOX_PROGRAM_BYTES + 1, 1, 0}, "", 0},       /* too long */
+      {{6, 1, TIDE_SANDBOX_PROGRAM_STRINGS}, "ab\0cd\0", 6}, /* too many strings */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    tide_sandbox_child c;
+    int fd;
+    char out[64];
+    tide_err err;
+    tide_err_clear(&err);
+    start_later(&c, &fd);
+    assert_int_equal(write(c.program_fd, bad[i].h, sizeof bad[i].h), (ssize_t)sizeof bad[i].h);
+    if (bad[i].len)
+      assert_int_equal(write(c.program_fd, bad[i].body, bad[i].len), (ssize_t)bad[i].len);
+    /* What follows is never read as a program: the first message is the only one. */
+    int rc = tide_sandbox_run(&c, "/bin/sh", (char *[]){"sh", "-c", "echo ran", NULL}, NULL, &err);
+    int st = end_later(&c, fd, out, sizeof out);
+    if (i == 1) {
+      /* "ab" is no program: the exec fails, nothing ran */
+      assert_int_equal(rc, -ENOENT);
+    } else {
+      assert_int_equal(rc, TIDE_ESANDBOX);
+      assert_non_null(strstr(err.msg, "receive the program"));
+    }
+    assert_int_equal(WEXITSTATUS(st), 127);
+    assert_string_equal(out, "");
+  }
+}
+
 int main(void)
 {
   usable = access("/proc/self/ns/user", F_OK) == 0;
@@ -182,6 +309,7 @@ int main(void)
       cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_names),
       cmocka_unit_test(test_check),        cmocka_unit_test(test_exit_status),
       cmocka_unit_test(test_exec_failure), cmocka_unit_test(test_descriptors),
+      cmocka_unit_test(test_later),        cmocka_unit_test(test_later_bad_message),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
