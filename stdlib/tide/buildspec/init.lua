@@ -189,6 +189,30 @@ local SANDBOX_ROOT_UID = 100000
 
 local PHASE_ORDER = { "install", "pre_build", "build", "post_build" }
 
+-- Makes the shell's directory: its scripts and status file live outside HOME, which a
+-- sandboxed shell may not traverse; as root, the sandbox runs commands as
+-- TIDE_SANDBOX_ROOT_UID, who must own it. Unsandboxed as root, a run-as user's shell uses it
+-- (run_as_ids) and may not search TMPDIR's parents: then it lives in /tmp, which everyone can.
+local function shell_dir(build_uuid, sandboxed, run_as_ids)
+  local tmp = run_as_ids and "/tmp" or os.getenv("TMPDIR") or "/tmp"
+  local dir = string.format("%s/tide-build-%s", tmp:gsub("/+$", ""), build_uuid)
+  assert(uv.fs_mkdir(dir, tonumber("700", 8)))
+  if sandboxed and uv.getuid() == 0 then
+    uv.fs_chown(dir, SANDBOX_ROOT_UID, SANDBOX_ROOT_UID)
+  elseif run_as_ids then
+    uv.fs_chown(dir, run_as_ids.uid, run_as_ids.gid)
+  end
+  return dir
+end
+
+-- The build's sandbox policy. Artifacts are copied out by tide itself: the output directory
+-- stays out of reach.
+local function build_sandbox(o, src, dir)
+  local sandbox = { network = o.network and true or false, writable = { src, dir } }
+  require("tide.buildspec.limits").apply(sandbox, o.limits)
+  return sandbox
+end
+
 --- Whether a failure of the phase ends the build's phases (the reference's transitions).
 local function stops_on_failure(name, ph)
   if ph.on_failure == "ABORT" then
@@ -223,7 +247,7 @@ end
 --- Builds the result skeleton and the bookkeeping of one run.
 local function new_build(opts, spec)
   local b = {
-    uuid = uuid(), project = opts.project, started = tide.now(), src = opts.src,
+    uuid = opts.uuid or uuid(), project = opts.project, started = tide.now(), src = opts.src,
     initiator = opts.initiator or os.getenv("USER") or "tide",
     batch_identifier = opts.batch_identifier, batch_id = opts.batch_id,
   }
@@ -287,6 +311,30 @@ function M.run(opts)
       o.project)), 0)
   end
 
+  -- The sandbox is made while tide reads the buildspec and prepares the build: it takes about
+  -- 2 ms, tide's own work before the shell can start about 0.5, and the sandbox needs neither
+  -- the buildspec nor the environment until its program (the shell) is handed over. A build it
+  -- does not suit (a batch, a run-as user inside the sandbox, a buildspec that fails) lets it go.
+  local early
+  if o.sandbox ~= false and not o.git and not o.in_batch then
+    o.uuid = uuid()
+    local dir = shell_dir(o.uuid, true)
+    local sandbox = build_sandbox(o, o.src, dir)
+    local p = shell.prepare({ cwd = o.src, sandbox = sandbox, timeout = o.timeout or 3600 })
+    if p then
+      early = { p = p, dir = dir, sandbox = sandbox }
+    else
+      pcall(fs.rm_r, dir) -- the build's own start reports why
+    end
+  end
+  local function drop_early()
+    if early then
+      early.p:close()
+      pcall(fs.rm_r, early.dir)
+      early = nil
+    end
+  end
+
   local spec, spec_err
   local function load()
     if o.text then
@@ -309,7 +357,9 @@ function M.run(opts)
   end
 
   if spec and spec.batch and not o.in_batch and (o.batch or not spec.has_phases) then
+    drop_early()
     o.in_batch = true
+    o.uuid = nil
     return require("tide.buildspec.batch").run(spec, o, M.run)
   end
 
@@ -530,6 +580,7 @@ function M.run(opts)
     resolved, masks = envmod.resolve_stores(spec, o)
   end)
   if not ok then
+    drop_early()
     local msg = type(e) == "table" and e.message or tostring(e)
     down_code = type(e) == "table" and e.code or "EFAULT"
     local sc = (type(e) == "table" and e.yaml) and "YAML_FILE_ERROR" or "CLIENT_ERROR"
@@ -570,40 +621,41 @@ function M.run(opts)
   end
   table.sort(result.env_names)
 
-  -- The shell's scripts and status file live outside HOME, which a sandboxed shell may not
-  -- traverse; as root, the sandbox runs commands as TIDE_SANDBOX_ROOT_UID, who must own it.
-  -- Unsandboxed as root, a run-as user's shell uses it, and may not search TMPDIR's parents:
-  -- then it lives in /tmp, which everyone can search.
+  local lim = require("tide.buildspec.limits")
   local run_as_ids
   if o.sandbox == false and uv.getuid() == 0 then
-    local lim = require("tide.buildspec.limits")
     run_as_ids = lim.build_user(spec) and lim.user_ids(lim.build_user(spec))
   end
-  local tmp = run_as_ids and "/tmp" or os.getenv("TMPDIR") or "/tmp"
-  local shdir = string.format("%s/tide-build-%s", tmp:gsub("/+$", ""), b.uuid)
-  assert(uv.fs_mkdir(shdir, tonumber("700", 8)))
-  if o.sandbox ~= false and uv.getuid() == 0 then
-    uv.fs_chown(shdir, SANDBOX_ROOT_UID, SANDBOX_ROOT_UID)
-  elseif run_as_ids then
-    uv.fs_chown(shdir, run_as_ids.uid, run_as_ids.gid)
-  end
-  local sandbox
-  if o.sandbox ~= false then
-    -- Artifacts are copied out by tide itself: the output directory stays out of reach.
-    sandbox = { network = o.network and true or false, writable = { b.src, shdir } }
-    require("tide.buildspec.limits").apply(sandbox, o.limits)
-    local ids = spec.run_as and require("tide.buildspec.limits").user_ids(spec.run_as)
-    if ids then -- run-as inside the sandbox: the user's ids there
-      sandbox.uid, sandbox.gid = ids.uid, ids.gid
+  -- run-as inside the sandbox: the user's ids there, which the sandbox made early lacks.
+  local ids = o.sandbox ~= false and spec.run_as and lim.user_ids(spec.run_as)
+  local shdir, sandbox
+  if early then
+    shdir = early.dir
+    if ids then
+      early.p:close()
+      early = nil
+    else
+      sandbox = early.sandbox
     end
   else
+    shdir = shell_dir(b.uuid, o.sandbox ~= false, run_as_ids)
+  end
+  if o.sandbox ~= false and not sandbox then
+    sandbox = build_sandbox(o, b.src, shdir)
+    if ids then
+      sandbox.uid, sandbox.gid = ids.uid, ids.gid
+    end
+  end
+  if o.sandbox == false then
     result.sandbox = "off (--no-sandbox)"
     log("[tide] the sandbox is off (--no-sandbox): commands see the whole host")
   end
   local timeout = o.timeout or 3600
   session = shell.new({ dir = shdir, shell = spec.shell == "bash" and "bash" or "sh",
     env = env, cwd = b.src, deadline = tide.monotime() + timeout, sandbox = sandbox,
-    version = spec.version, masks = masks, on_line = log, on_sent = flush_unflushed })
+    version = spec.version, masks = masks, on_line = log, on_sent = flush_unflushed,
+    early = early and early.p })
+  early = nil
   local function masked(s)
     return session:mask(s)
   end

@@ -72,7 +72,8 @@ Session.__index = Session
 
 --- o: dir (private, exists), shell ("bash" or "sh"), env, cwd, deadline (monotime), sandbox
 --- (table or nil), version ("0.1"/"0.2"), on_line(text), masks (list of strings), on_sent()
---- (called each time a script has gone to the shell: work to do while it runs).
+--- (called each time a script has gone to the shell: work to do while it runs), early (a
+--- process from M.prepare with the same cwd and sandbox: the first shell runs there).
 function M.new(o)
   local s = setmetatable({}, Session)
   for k, v in pairs(o) do
@@ -111,6 +112,23 @@ function Session:mask(line)
   return line
 end
 
+-- How the shell's process is started, whether with its program or before it (prepare).
+local function shell_spec(cwd, sandbox, timeout)
+  return { cwd = cwd, stdin = true, lines = true, name = "buildspec shell", grace = 2,
+    stdout_batch = 0.002, timeout = timeout and math.max(0.001, timeout), sandbox = sandbox }
+end
+
+--- Starts a build's sandbox before its shell is known: the sandbox is made while tide works
+--- out the rest, and the session whose `early` it becomes hands it the shell (Session:spawn).
+--- o: cwd, sandbox (the policy the session will have), timeout (seconds). Returns the process,
+--- or nil when it cannot be started (the session's own start then reports why).
+function M.prepare(o)
+  local spec = shell_spec(o.cwd, o.sandbox, o.timeout)
+  spec.exec_later = true
+  local ok, p = pcall(native.spawn, spec)
+  return ok and p or nil
+end
+
 function Session:spawn()
   local path = self.shell == "bash" and "bash" or "/bin/sh"
   local argv = { path, "-c", DRIVER, "tide-build", self.dir }
@@ -118,17 +136,30 @@ function Session:spawn()
   if self.user and self.user ~= me then
     argv = { "runuser", "-u", self.user, "--", table.unpack(argv) }
   end
-  local spec = { env = self.env, cwd = self.cwd, stdin = true, lines = true,
-    name = "buildspec shell", grace = 2, stdout_batch = 0.002 }
+  if self.early then
+    local p = self.early
+    self.early = nil
+    argv.env = self.env
+    local ok, done, msg, code = pcall(p.exec, p, argv)
+    if ok and done then
+      self.p = p
+      self.input_ended = nil
+      return
+    end
+    p:close()
+    if not ok then
+      error(tide.error("EINPUT", "buildspec shell: " .. tostring(done)), 0)
+    end
+    error(tide.error(code or "ESPAWN", "buildspec shell: " .. tostring(msg)), 0)
+  end
+  local spec = shell_spec(self.cwd, self.sandbox,
+    self.deadline and self.deadline - tide.monotime())
+  spec.env = self.env
   for i, a in ipairs(argv) do
     spec[i] = a
   end
-  if self.deadline then
-    spec.timeout = math.max(0.001, self.deadline - tide.monotime())
-  end
   -- A sandbox that cannot be built fails the build: never a silent run without it (only
   -- --no-sandbox, which leaves self.sandbox nil, runs unsandboxed).
-  spec.sandbox = self.sandbox
   local ok, p, msg, code = pcall(native.spawn, spec)
   if not ok then
     error(tide.error("EINPUT", "buildspec shell: " .. tostring(p)), 0)
