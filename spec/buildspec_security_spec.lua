@@ -258,6 +258,50 @@ describe("buildspec security: limits", function()
     end)
 end)
 
+describe("buildspec security: the sandbox started first", function()
+  -- The sandbox is started before the buildspec is read; a build that cannot use it lets it
+  -- go, with its directory, before anything runs.
+  local function shell_dir(uuid)
+    return (os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/tide-build-" .. uuid
+  end
+
+  it("goes with its directory when the buildspec or a store reference fails", function()
+    for _, text in ipairs({
+      "version: 0.2\nphases:\n  build:\n    commands: ['echo x']\n  bogus: 1\n",
+      "version: 0.2\nenv:\n  parameter-store:\n    X: /no/such/param\nphases:\n"
+        .. "  build:\n    commands: ['echo x']\n",
+    }) do
+      local src = h.tmpdir()
+      local e = h.raises("EINPUT", build, src, text, { sandbox = true })
+      local uuid = e.build and e.build.uuid
+      assert.truthy(uuid)
+      assert.is_false(exists(shell_dir(uuid)), shell_dir(uuid))
+      assert.equal("FAILED", e.build.status)
+    end
+  end)
+
+  it("is replaced by one with the run-as user's ids, and the build runs as that user", function()
+    local nobody = require("tide.buildspec.limits").user_ids("nobody")
+    if not nobody then
+      return
+    end
+    local src = h.tmpdir()
+    os.execute("chmod 755 " .. q(src))
+    local r, log = build(src, "version: 0.2\nrun-as: nobody\nphases:\n  build:\n"
+      .. "    commands:\n      - 'echo \"who=$(id -u)\"'\n", { sandbox = true })
+    if tostring(r.sandbox):find("NOT APPLIED", 1, true) then
+      return
+    end
+    assert.equal("SUCCEEDED", r.status, log)
+    assert.truthy(log:find("who=" .. nobody.uid, 1, true), log)
+    -- control: without run-as the same sandbox runs the build as its default user
+    r, log = build(src, "version: 0.2\nphases:\n  build:\n"
+      .. "    commands:\n      - 'echo \"who=$(id -u)\"'\n", { sandbox = true })
+    assert.equal("SUCCEEDED", r.status, log)
+    assert.is_nil(log:find("who=" .. nobody.uid .. "\n", 1, true), log)
+  end)
+end)
+
 describe("buildspec security: run-as", function()
   local limits = require("tide.buildspec.limits")
   local nobody = limits.user_ids("nobody")
