@@ -365,6 +365,16 @@ static void parse_env(lua_State *L, int tidx, spawn_args *a)
   /* stack: the block stays as an anchor */
 }
 
+/* An integer key of an option table (stack: key, value) must index argv[1..n], a string. */
+static void check_argv_item(lua_State *L, const char *fn, lua_Integer n)
+{
+  lua_Integer i = lua_tointeger(L, -2);
+  if (i < 1 || i > n)
+    luaL_error(L, "%s: unexpected key %d (argv must be a sequence)", fn, (int)i);
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "%s: argv[%d] must be a string, got %s", fn, (int)i, luaL_typename(L, -1));
+}
+
 /* The environment of the table at t (env_mode: its string, or NULL) into a; leaves the env table
 ** and the block on the stack. Returns the env table's index, or 0 when there is none. */
 static int take_env(lua_State *L, int t, const char *env_mode, spawn_args *a)
@@ -434,11 +444,7 @@ static void parse_opts(lua_State *L, spawn_args *a)
   while (lua_next(L, 1)) {
     /* stack: key, value */
     if (lua_isinteger(L, -2)) {
-      lua_Integer i = lua_tointeger(L, -2);
-      if (i < 1 || i > n)
-        luaL_error(L, "spawn: unexpected key %d (argv must be a sequence)", (int)i);
-      if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "spawn: argv[%d] must be a string, got %s", (int)i, luaL_typename(L, -1));
+      check_argv_item(L, "spawn", n);
       lua_pop(L, 1);
       continue;
     }
@@ -897,11 +903,7 @@ static int m_exec(lua_State *L)
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     if (lua_isinteger(L, -2)) {
-      lua_Integer i = lua_tointeger(L, -2);
-      if (i < 1 || i > n)
-        luaL_error(L, "exec: unexpected key %d (argv must be a sequence)", (int)i);
-      if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "exec: argv[%d] must be a string, got %s", (int)i, luaL_typename(L, -1));
+      check_argv_item(L, "exec", n);
     } else if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "env_mode") == 0) {
       env_mode = opt_string(L, "env_mode");
     } else if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "env") == 0) {

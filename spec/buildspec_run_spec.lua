@@ -678,23 +678,24 @@ phases:
       .. "status 1") < index_of(lines, "pre-finally"))
   end)
 
+  -- A buildspec run by shell sh (phases: the text under `phases:`).
+  local function in_shell(sh, phases)
+    return "version: 0.2\nenv:\n  shell: " .. sh .. "\nphases:\n" .. phases
+  end
+
   for _, sh in ipairs({ "sh", "bash" }) do
     it("prints each command as written, quotes, % and backslashes included (" .. sh .. ")",
       function()
         -- tide writes the line from its own copy of the command; the shell only tags the
         -- place, so backslashes stay even once a command has turned xpg_echo on.
-        local text = ([[
-version: 0.2
-env:
-  shell: SH
-phases:
+        local text = in_shell(sh, [[
   build:
     commands:
       - echo "it's 100% \\ done"
       - 'printf "%s\n" a%%b'
       - 'shopt -s xpg_echo 2>/dev/null || true'
       - 'true \t\n'
-]]):gsub("SH", sh)
+]])
         local r, lines = build(text)
         assert.equal("SUCCEEDED", r.status)
         assert.is_true(has(lines, [[[Container] Running command echo "it's 100% \\ done"]]))
@@ -710,11 +711,7 @@ phases:
       .. sh .. ")", function()
       -- Plain words run as written in the script, anything else through eval: were these two
       -- written in as they are, the quote would swallow the lines after it.
-      local text = ([[
-version: 0.2
-env:
-  shell: SH
-phases:
+      local text = in_shell(sh, [[
   install:
     on-failure: CONTINUE
     commands:
@@ -728,7 +725,7 @@ phases:
     commands:
       - echo after-all
       - 'for w in x y; do echo "w=$w"; done'
-]]):gsub("SH", sh)
+]])
       local r, lines = build(text)
       local install, pre, b = phase(r, "INSTALL"), phase(r, "PRE_BUILD"), phase(r, "BUILD")
       assert.equal("FAILED", install.status)
@@ -748,11 +745,7 @@ phases:
   for _, sh in ipairs({ "sh", "bash" }) do
     it("fails a command that returns from or continues past the build's script, and goes on ("
       .. sh .. ")", function()
-      local text = ([[
-version: 0.2
-env:
-  shell: SH
-phases:
+      local text = in_shell(sh, [[
   install:
     on-failure: CONTINUE
     commands:
@@ -766,7 +759,7 @@ phases:
   build:
     commands:
       - echo "kept=$KEPT"
-]]):gsub("SH", sh)
+]])
       local r, lines = build(text)
       local install, pre = phase(r, "INSTALL"), phase(r, "PRE_BUILD")
       assert.equal("FAILED", install.status)

@@ -95,8 +95,9 @@ static void test_check(void **state)
   rmdir(dir);
 }
 
-/* Runs argv sandboxed with stdout into a pipe; returns the program's wait status. */
-static int run(char *const *argv, char *out, size_t size, int *rc_out)
+/* Starts a sandbox with stdout into a pipe (*out_fd): argv now, or with later none yet (it
+** waits for tide_sandbox_run). Returns what tide_sandbox_spawn does. */
+static int start(char *const *argv, int later, tide_sandbox_child *c, int *out_fd)
 {
   tide_sandbox_policy p;
   tide_sandbox_policy_init(&p);
@@ -106,29 +107,47 @@ static int run(char *const *argv, char *out, size_t size, int *rc_out)
   assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
   int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-  tide_sandbox_exec ex = {argv[0], argv, envp, "/", {null_fd, fds[1], null_fd}, 0};
-  tide_sandbox_child c;
+  tide_sandbox_exec ex = {later ? NULL : argv[0],     later ? NULL : argv,
+                          later ? NULL : envp,        "/",
+                          {null_fd, fds[1], null_fd}, later};
   tide_err err;
   tide_err_clear(&err);
-  int rc = tide_sandbox_spawn(&p, &ex, &c, &err);
+  int rc = tide_sandbox_spawn(&p, &ex, c, &err);
   close(fds[1]);
   close(null_fd);
-  *rc_out = rc;
+  *out_fd = fds[0];
   if (rc != 0) {
     close(fds[0]);
-    return -1;
+    *out_fd = -1;
   }
+  return rc;
+}
+
+/* Reads the output, reaps and releases; returns the program's wait status. */
+static int finish(tide_sandbox_child *c, int out_fd, char *out, size_t size)
+{
   size_t len = 0;
   ssize_t n;
-  while (len + 1 < size && (n = read(fds[0], out + len, size - 1 - len)) > 0)
+  while (len + 1 < size && (n = read(out_fd, out + len, size - 1 - len)) > 0)
     len += (size_t)n;
   out[len] = '\0';
-  close(fds[0]);
+  close(out_fd);
   int status = 0;
-  assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
-  tide_sandbox_child_reaped(&c, &status);
-  tide_sandbox_child_release(&c);
+  assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+  tide_sandbox_child_reaped(c, &status);
+  tide_sandbox_child_release(c);
   return status;
+}
+
+/* Runs argv sandboxed with stdout into a pipe; returns the program's wait status. */
+static int run(char *const *argv, char *out, size_t size, int *rc_out)
+{
+  tide_sandbox_child c;
+  int fd;
+  *rc_out = start(argv, 0, &c, &fd);
+  if (*rc_out != 0)
+    return -1;
+  return finish(&c, fd, out, size);
 }
 
 static void test_exit_status(void **state)
@@ -176,40 +195,11 @@ static void test_descriptors(void **state)
   assert_string_equal(out, "0 1 2 3 ");
 }
 
-/* Starts a sandbox that waits for its program, stdout into a pipe (*out_fd). */
+/* A sandbox that waits for its program. */
 static void start_later(tide_sandbox_child *c, int *out_fd)
 {
-  tide_sandbox_policy p;
-  tide_sandbox_policy_init(&p);
-  const char *const none[] = {NULL};
-  p.writable = none;
-  int fds[2];
-  assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-  tide_sandbox_exec ex = {NULL, NULL, NULL, "/", {null_fd, fds[1], null_fd}, 1};
-  tide_err err;
-  tide_err_clear(&err);
-  assert_int_equal(tide_sandbox_spawn(&p, &ex, c, &err), 0);
+  assert_int_equal(start(NULL, 1, c, out_fd), 0);
   assert_true(c->program_fd >= 0);
-  close(fds[1]);
-  close(null_fd);
-  *out_fd = fds[0];
-}
-
-/* Reads the output, reaps and releases; returns the wait status. */
-static int end_later(tide_sandbox_child *c, int out_fd, char *out, size_t size)
-{
-  size_t len = 0;
-  ssize_t n;
-  while (len + 1 < size && (n = read(out_fd, out + len, size - 1 - len)) > 0)
-    len += (size_t)n;
-  out[len] = '\0';
-  close(out_fd);
-  int status = 0;
-  assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
-  tide_sandbox_child_reaped(c, &status);
-  tide_sandbox_child_release(c);
-  return status;
 }
 
 static void test_later(void **state)
@@ -228,14 +218,14 @@ static void test_later(void **state)
   assert_int_equal(tide_sandbox_run(&c, "/bin/sh", argv, envp, &err), 0);
   assert_int_equal(c.program_fd, -1);
   assert_int_equal(tide_sandbox_run(&c, "/bin/sh", argv, envp, &err), TIDE_EINPUT);
-  int st = end_later(&c, fd, out, sizeof out);
+  int st = finish(&c, fd, out, sizeof out);
   assert_string_equal(out, "sent later 2\n");
   assert_int_equal(WEXITSTATUS(st), 4);
   /* Let go without a program: it exits 127, having run nothing */
   start_later(&c, &fd);
   close(c.program_fd);
   c.program_fd = -1;
-  st = end_later(&c, fd, out, sizeof out);
+  st = finish(&c, fd, out, sizeof out);
   assert_int_equal(WEXITSTATUS(st), 127);
   assert_string_equal(out, "");
   /* An exec that fails is reported as tide_sandbox_spawn would */
@@ -243,7 +233,7 @@ static void test_later(void **state)
   char *missing[] = {"/nonexistent/prog", NULL};
   assert_int_equal(tide_sandbox_run(&c, missing[0], missing, NULL, &err), -ENOENT);
   assert_non_null(strstr(err.msg, "cannot execute '/nonexistent/prog'"));
-  st = end_later(&c, fd, out, sizeof out);
+  st = finish(&c, fd, out, sizeof out);
   assert_int_equal(WEXITSTATUS(st), 127);
   /* Too large: refused here, and the sandbox goes */
   start_later(&c, &fd);
@@ -255,7 +245,7 @@ static void test_later(void **state)
   assert_int_equal(tide_sandbox_run(&c, "/bin/true", (char *[]){"true", NULL}, bigenv, &err),
                    TIDE_EINPUT);
   free(big);
-  st = end_later(&c, fd, out, sizeof out);
+  st = finish(&c, fd, out, sizeof out);
   assert_int_equal(WEXITSTATUS(st), 127);
 }
 
@@ -289,7 +279,7 @@ static void test_later_bad_message(void **state)
       assert_int_equal(write(c.program_fd, bad[i].body, bad[i].len), (ssize_t)bad[i].len);
     /* What follows is never read as a program: the first message is the only one. */
     int rc = tide_sandbox_run(&c, "/bin/sh", (char *[]){"sh", "-c", "echo ran", NULL}, NULL, &err);
-    int st = end_later(&c, fd, out, sizeof out);
+    int st = finish(&c, fd, out, sizeof out);
     if (i == 1) {
       /* "ab" is no program: the exec fails, nothing ran */
       assert_int_equal(rc, -ENOENT);
