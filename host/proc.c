@@ -1066,10 +1066,13 @@ int tide_proc_exec(tide_proc *p, const char *const *argv, tide_proc_env env_mode
                    rc == UV_ENOENT ? "not found in PATH" : strerror(-rc));
     prog = pathbuf;
   }
-  if (rc == 0)
+  if (rc == 0) {
     rc = tide_sandbox_run(&p->sb, prog, (char *const *)argv, envp, err);
-  else
-    tide_proc_terminate(p, 0); /* the sandbox reads the end of its program pipe and exits */
+  } else {
+    /* The sandbox reads the end of its program pipe and exits 127, having run nothing. */
+    close(p->sb.program_fd);
+    p->sb.program_fd = -1;
+  }
   free(envp);
   return rc;
 }
