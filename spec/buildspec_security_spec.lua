@@ -280,6 +280,29 @@ describe("buildspec security: the sandbox started first", function()
     end
   end)
 
+  it("goes when the build fails in any other way before its shell runs", function()
+    -- An error where nothing catches it (here the environment cannot be made): the sandbox
+    -- waiting for its program must still go, or tide would never exit.
+    local uv = require("tide.uv")
+    local envmod = require("tide.buildspec.env")
+    local tmp, old_tmp, old_build = h.tmpdir(), os.getenv("TMPDIR"), envmod.build
+    uv.os_setenv("TMPDIR", tmp)
+    envmod.build = function()
+      error("no environment", 0)
+    end
+    local ok, err = pcall(build, h.tmpdir(), "version: 0.2\nphases:\n  build:\n"
+      .. "    commands: ['echo x']\n", { sandbox = true })
+    envmod.build = old_build
+    if old_tmp then
+      uv.os_setenv("TMPDIR", old_tmp)
+    else
+      uv.os_unsetenv("TMPDIR")
+    end
+    assert.is_false(ok)
+    assert.equal("no environment", err)
+    assert.same({}, require("tide.fs").glob(tmp .. "/tide-build-*"))
+  end)
+
   it("is replaced by one with the run-as user's ids, and the build runs as that user", function()
     local nobody = require("tide.buildspec.limits").user_ids("nobody")
     if not nobody then

@@ -334,6 +334,9 @@ function M.run(opts)
       early = nil
     end
   end
+  -- Whatever ends this call before the session takes the sandbox (an error, a cancel) lets it
+  -- go too: a sandbox waiting for a program that never comes would keep tide from exiting.
+  local _ <close> = setmetatable({}, { __close = drop_early })
 
   local spec, spec_err
   local function load()

@@ -399,6 +399,10 @@ end
 
 function Session:close()
   self.pending, self.rest = nil, nil
+  if self.early then
+    self.early:close()
+    self.early = nil
+  end
   if self.p then
     self.p:close()
     self.p = nil
