@@ -1010,12 +1010,19 @@ int tide_yaml_emit_document_end(tide_yaml_emitter *em, tide_err *err)
 }
 
 /*
-** libyaml writes a local tag (`!name`) as it is, so one holding a flow indicator would come back
-** as something else or not at all: such a tag is refused rather than written unreadable.
+** libyaml writes a local tag (`!name`) as it is, and one under the YAML prefix as `!!` and the
+** rest (`tag:yaml.org,2002:a,b` as `!!a,b`), so a flow indicator in either would come back as
+** something else or not at all: such a tag is refused rather than written unreadable.
 */
 static int tag_check(tide_yaml_emitter *em, const char *tag, tide_err *err)
 {
-  if (tag && tag[0] == '!' && strpbrk(tag, ",[]{}")) {
+  static const char yaml_prefix[] = "tag:yaml.org,2002:";
+  const char *shorthand = NULL;
+  if (tag && tag[0] == '!')
+    shorthand = tag;
+  else if (tag && strncmp(tag, yaml_prefix, sizeof yaml_prefix - 1) == 0)
+    shorthand = tag + sizeof yaml_prefix - 1;
+  if (shorthand && strpbrk(shorthand, ",[]{}")) {
     em->failed = 1;
     return tide_err_set(err, TIDE_EYAML, "yaml encode: tag '%.100s' cannot be written back", tag);
   }

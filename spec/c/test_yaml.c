@@ -800,6 +800,24 @@ static void test_emitter_errors(void **state)
   assert_true(strncmp(err.msg, "yaml encode: ", 13) == 0);
   tide_yaml_emitter_free(em);
   tide_yaml_emitter_free(NULL);
+
+  /* Tags libyaml would write as a shorthand holding a flow indicator, which no parser reads
+  ** back as written: refused. A verbatim tag with a comma elsewhere is fine (the control). */
+  static const char *const refused[] = {"!a,b", "tag:yaml.org,2002:tag:example.com,2024:x",
+                                        "tag:yaml.org,2002:a[b"};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    assert_int_equal(tide_yaml_emitter_new(&em, 2, &err), 0);
+    assert_int_equal(tide_yaml_emit_document_start(em, 0, &err), 0);
+    assert_int_equal(tide_yaml_emit_scalar(em, "v", 1, TIDE_YAML_ANY, refused[i], &err),
+                     TIDE_EYAML);
+    assert_non_null(strstr(err.msg, "cannot be written back"));
+    tide_yaml_emitter_free(em);
+  }
+  assert_int_equal(tide_yaml_emitter_new(&em, 2, &err), 0);
+  assert_int_equal(tide_yaml_emit_document_start(em, 0, &err), 0);
+  assert_int_equal(tide_yaml_emit_scalar(em, "v", 1, TIDE_YAML_ANY, "tag:yaml.org,2002:str", &err),
+                   0);
+  tide_yaml_emitter_free(em);
 }
 
 static void test_format_float(void **state)
