@@ -442,6 +442,16 @@ static void drain_stdout(tide_proc *p)
     stream_eof(p, TIDE_PROC_STDOUT); /* an error shows at libuv's next read */
 }
 
+int tide_proc_read_pending(tide_proc *p)
+{
+  if (!drain_buf)
+    drain_buf = malloc(DRAIN_BUF_SIZE);
+  /* An end of a pipe is left for libuv's next read of it, which sees it again. */
+  read_now(p, TIDE_PROC_STDOUT, drain_buf, DRAIN_BUF_SIZE);
+  read_now(p, TIDE_PROC_STDERR, drain_buf, DRAIN_BUF_SIZE);
+  return queued(p) > 0;
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
   tide_proc *p = stream->data;

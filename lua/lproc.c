@@ -945,6 +945,16 @@ static int m_exec(lua_State *L)
   return 1;
 }
 
+/* p:read_pending() -> boolean: reads what the pipes hold now; true when wait() would return at
+** once (lines are queued, or the process is done). */
+static int m_read_pending(lua_State *L)
+{
+  lproc *lp = check_open(L, 1);
+  /* Done: wait() returns at once anyway, with the last lines or the result. */
+  lua_pushboolean(L, lp->lines && (lp->done || tide_proc_read_pending(lp->proc)));
+  return 1;
+}
+
 /* p:close_stdin(): the child sees EOF once queued writes are done */
 static int m_close_stdin(lua_State *L)
 {
@@ -1010,10 +1020,9 @@ static const luaL_Reg functions[] = {
 };
 
 static const luaL_Reg methods[] = {
-    {"close", m_close}, {"close_stdin", m_close_stdin},
-    {"exec", m_exec},   {"kill", m_kill},
-    {"pid", m_pid},     {"wait", m_wait},
-    {"write", m_write}, {NULL, NULL},
+    {"close", m_close}, {"close_stdin", m_close_stdin},   {"exec", m_exec}, {"kill", m_kill},
+    {"pid", m_pid},     {"read_pending", m_read_pending}, {"wait", m_wait}, {"write", m_write},
+    {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {

@@ -429,6 +429,25 @@ describe("proc.spawn", function()
     assert.are.equal(0, t:wait())
   end)
 
+  it("reads what the pipes hold without waiting for the loop (read_pending)", function()
+    local native = require("tide._proc")
+    local p = assert(native.spawn({ "sh", "-c", "echo err >&2; echo out; sleep 5", lines = true }))
+    -- No yield here, so the loop reads nothing: the lines are in the pipes until read_pending.
+    local t0 = os.clock()
+    while os.clock() - t0 < 0.2 do
+    end
+    assert.is_true(p:read_pending())
+    local r, _, got = p:wait()
+    assert.equal("lines", r)
+    table.sort(got)
+    assert.same({ "err", "out" }, got)
+    p:close()
+    -- control: nothing pending, nothing queued
+    local q = assert(native.spawn({ "sleep", "5", lines = true }))
+    assert.is_false(q:read_pending())
+    q:close()
+  end)
+
   it("cannot block outside a task", function()
     local p = proc.spawn({ "sleep", "0.1" })
     local co = coroutine.wrap(function()

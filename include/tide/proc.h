@@ -145,6 +145,13 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
 int tide_proc_exec(tide_proc *p, const char *const *argv, tide_proc_env env_mode,
                    const char *const *env, tide_err *err);
 
+/*
+** Reads what stdout, then stderr, hold now, without waiting for the loop; returns whether lines
+** are queued (with split_lines). Two pipes keep no order between them: what a program wrote to
+** stderr before a line on stdout may still be unread when that line is taken, and this takes it.
+*/
+int tide_proc_read_pending(tide_proc *p);
+
 /* The result so far; borrowed, valid until tide_proc_release(). */
 const tide_proc_result *tide_proc_result_get(const tide_proc *p);
 

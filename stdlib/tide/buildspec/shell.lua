@@ -346,6 +346,21 @@ end
 function Session:flush_rest()
   local lines, i = self.rest, self.rest_i
   self.rest = nil
+  -- What a command wrote to fd 8 may still be unread when the last marker is taken (two pipes
+  -- keep no order): taken now, or the shell's end would drop it.
+  local p = self.p
+  while p and p:read_pending() do
+    local r, streams, got = p:wait()
+    if r ~= "lines" then
+      break
+    end
+    lines, i = lines or {}, i or 1
+    for k = 1, #got do
+      if not (streams[k] == "stderr" and got[k] == "") then
+        lines[#lines + 1] = got[k]
+      end
+    end
+  end
   for k = i or 1, lines and #lines or 0 do
     local l = lines[k]
     local _, n = l:match(END_PAT)
