@@ -220,43 +220,6 @@ int tide_blob_exists(const char *root, const char *hex, tide_err *err)
 
 /* ---- writing --------------------------------------------------------------------------------- */
 
-int blob_write_all(int fd, const void *buf, size_t n)
-{
-  const char *p = buf;
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (w == 0)
-      return -EIO;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* Reads up to n bytes, fewer only at the end of the file. */
-static ssize_t read_full(int fd, void *buf, size_t n)
-{
-  char *p = buf;
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, p + got, n - got);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (r == 0)
-      break;
-    got += (size_t)r;
-  }
-  return (ssize_t)got;
-}
-
 /*
 ** The large-copy pipeline. An I/O thread reads each chunk into a private buffer, feeds it to
 ** XXH3-128 and writes it out; the calling thread feeds the same buffer to SHA-256, so what is
@@ -291,7 +254,7 @@ static void *io_main(void *arg)
     while (pl->full[i])
       pthread_cond_wait(&pl->cv, &pl->mu);
     pthread_mutex_unlock(&pl->mu);
-    ssize_t r = read_full(pl->in, pl->buf[i], CHUNK);
+    ssize_t r = tide_fs_read_full(pl->in, pl->buf[i], CHUNK);
     if (r <= 0) {
       rc = (int)r;
       which = 'r';
@@ -305,7 +268,7 @@ static void *io_main(void *arg)
     /* The hasher reads this buffer now too; neither writes it until both are done. */
     if (pl->x)
       blob_xxh_update(pl->x, pl->buf[i], (size_t)r);
-    if ((rc = blob_write_all(pl->out, pl->buf[i], (size_t)r)) < 0) {
+    if ((rc = tide_fs_write_all(pl->out, pl->buf[i], (size_t)r)) < 0) {
       which = 'w';
       break;
     }
@@ -368,7 +331,7 @@ static int copy_hash_serial(int in, int out, uint64_t size_hint, blob_hash *h, b
     return -ENOMEM;
   int rc = 0;
   for (;;) {
-    ssize_t r = read_full(in, buf, cap);
+    ssize_t r = tide_fs_read_full(in, buf, cap);
     if (r < 0) {
       *which = 'r';
       rc = (int)r;
@@ -381,7 +344,7 @@ static int copy_hash_serial(int in, int out, uint64_t size_hint, blob_hash *h, b
     if (x)
       blob_xxh_update(x, buf, (size_t)r);
     *size += (uint64_t)r;
-    if (out >= 0 && (rc = blob_write_all(out, buf, (size_t)r)) < 0) {
+    if (out >= 0 && (rc = tide_fs_write_all(out, buf, (size_t)r)) < 0) {
       *which = 'w';
       break;
     }
@@ -704,7 +667,7 @@ int blob_holds(const char *root, const char *hex, const void *data, size_t len)
   char buf[65536];
   for (size_t off = 0; same && off < len;) {
     size_t want = len - off < sizeof buf ? len - off : sizeof buf;
-    ssize_t r = read_full(fd, buf, want);
+    ssize_t r = tide_fs_read_full(fd, buf, want);
     same = r == (ssize_t)want && memcmp(buf, (const char *)data + off, want) == 0;
     off += want;
   }
@@ -726,7 +689,7 @@ int tide_blob_put_mem(const char *root, const void *data, size_t len, tide_blob_
   int fd = blob_tmp_open(tmpdir, tmp, sizeof tmp, err);
   if (fd < 0)
     return fd;
-  int rc = blob_write_all(fd, data, len);
+  int rc = tide_fs_write_all(fd, data, len);
   if (rc < 0)
     blob_fail(err, "write", tmp, -rc);
   else if (fsync(fd) < 0)
@@ -928,7 +891,7 @@ int tide_blob_read(const char *root, const char *hex, char **data, size_t *len, 
     close(fd);
     return tide_err_set(err, -ENOMEM, "out of memory reading blob %s", hex);
   }
-  ssize_t r = read_full(fd, buf, n);
+  ssize_t r = tide_fs_read_full(fd, buf, n);
   close(fd);
   if (r < 0) {
     free(buf);
@@ -1004,7 +967,7 @@ long tide_blob_reader_read(tide_blob_reader *r, void *buf, size_t cap, tide_err 
 {
   if (r->ended)
     return 0;
-  ssize_t n = read_full(r->fd, buf, cap);
+  ssize_t n = tide_fs_read_full(r->fd, buf, cap);
   if (n < 0)
     return tide_err_set(err, (int)n, "read blob %s: %s", r->hex, tide_strerror((int)n));
   if (n > 0) {
@@ -1157,7 +1120,7 @@ static int cache_live(const char *file, const struct stat *st, time_t cutoff)
   if (fd < 0)
     return 0;
   char head[12 + 4096];
-  ssize_t n = read_full(fd, head, sizeof head - 1);
+  ssize_t n = tide_fs_read_full(fd, head, sizeof head - 1);
   close(fd);
   uint32_t sl;
   if (n < 12 || memcmp(head, "tidesc2\n", 8) != 0)

@@ -19,7 +19,6 @@ void blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1]);
 
 /* Fills err with "op 'path': strerror(e)" and returns -e. */
 int blob_fail(tide_err *err, const char *op, const char *path, int e);
-int blob_write_all(int fd, const void *buf, size_t n);
 
 /* XXH3-128, the read check. */
 typedef struct XXH3_state_s blob_xxh;

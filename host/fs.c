@@ -747,8 +747,9 @@ typedef struct copier {
   tide_err *err;
 } copier;
 
-static int write_all(int fd, const char *p, size_t n)
+int tide_fs_write_all(int fd, const void *buf, size_t n)
 {
+  const char *p = buf;
   while (n > 0) {
     ssize_t w = write(fd, p, n);
     if (w < 0) {
@@ -756,10 +757,30 @@ static int write_all(int fd, const char *p, size_t n)
         continue;
       return -errno;
     }
+    if (w == 0)
+      return -EIO;
     p += w;
     n -= (size_t)w;
   }
   return 0;
+}
+
+ssize_t tide_fs_read_full(int fd, void *buf, size_t n)
+{
+  char *p = buf;
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (r == 0)
+      break;
+    got += (size_t)r;
+  }
+  return (ssize_t)got;
 }
 
 /* Copies the contents of in to out: copy_file_range (reflinks where the file system can). */
@@ -789,7 +810,7 @@ static int copy_data(int in, int out)
     }
     if (n == 0)
       return 0;
-    int rc = write_all(out, buf, (size_t)n);
+    int rc = tide_fs_write_all(out, buf, (size_t)n);
     if (rc < 0)
       return rc;
   }
@@ -1047,7 +1068,7 @@ int tide_fs_write_atomic(const char *path, const void *data, size_t len, int mod
   else if (stat(path, &st) == 0)
     rc = fchmod(fd, st.st_mode & 07777) == 0 ? 0 : -errno;
   if (rc == 0)
-    rc = write_all(fd, data, len);
+    rc = tide_fs_write_all(fd, data, len);
   if (rc == 0 && fsync(fd) != 0)
     rc = -errno;
   if (close(fd) != 0 && rc == 0)
@@ -1124,7 +1145,7 @@ int tide_fs_write(const char *path, const void *data, size_t len, tide_err *err)
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0)
     return fail(err, "write", path, errno);
-  int rc = write_all(fd, data, len);
+  int rc = tide_fs_write_all(fd, data, len);
   if (close(fd) != 0 && rc == 0)
     rc = -errno;
   return rc < 0 ? fail(err, "write", path, -rc) : 0;

@@ -433,22 +433,27 @@ static int read_now(tide_proc *p, int si, char *buf, size_t cap)
   }
 }
 
-/* Takes everything stdout holds, ahead of the stderr bytes in read_buf. */
-static void drain_stdout(tide_proc *p)
+/* The buffer of reads outside libuv's read callback (NULL when out of memory: read_now then
+** reads nothing). */
+static char *drain_buffer(void)
 {
   if (!drain_buf)
     drain_buf = malloc(DRAIN_BUF_SIZE);
-  if (read_now(p, TIDE_PROC_STDOUT, drain_buf, DRAIN_BUF_SIZE) == 1)
+  return drain_buf;
+}
+
+/* Takes everything stdout holds, ahead of the stderr bytes in read_buf. */
+static void drain_stdout(tide_proc *p)
+{
+  if (read_now(p, TIDE_PROC_STDOUT, drain_buffer(), DRAIN_BUF_SIZE) == 1)
     stream_eof(p, TIDE_PROC_STDOUT); /* an error shows at libuv's next read */
 }
 
 int tide_proc_read_pending(tide_proc *p)
 {
-  if (!drain_buf)
-    drain_buf = malloc(DRAIN_BUF_SIZE);
   /* An end of a pipe is left for libuv's next read of it, which sees it again. */
-  read_now(p, TIDE_PROC_STDOUT, drain_buf, DRAIN_BUF_SIZE);
-  read_now(p, TIDE_PROC_STDERR, drain_buf, DRAIN_BUF_SIZE);
+  read_now(p, TIDE_PROC_STDOUT, drain_buffer(), DRAIN_BUF_SIZE);
+  read_now(p, TIDE_PROC_STDERR, drain_buffer(), DRAIN_BUF_SIZE);
   return queued(p) > 0;
 }
 

@@ -42,6 +42,8 @@
 
 #include <seccomp.h>
 
+#include "tide/fs.h"
+
 #ifndef CLONE_NEWTIME
 #  define CLONE_NEWTIME 0x00000080
 #endif
@@ -800,20 +802,23 @@ static void mask_host_sockets(plan *pl)
   }
 }
 
-/* Reads all of n bytes; 0 at an end or an error first. */
-static int read_full(int fd, void *buf, size_t n)
+/* Closes every descriptor from `from` on but the n in keep, which it sorts. */
+static void close_all_but(int from, int *keep, int n)
 {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR)
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && keep[j] < keep[j - 1]; j--) {
+      int t = keep[j];
+      keep[j] = keep[j - 1];
+      keep[j - 1] = t;
+    }
+  for (int i = 0; i < n; i++) {
+    if (keep[i] < from)
       continue;
-    if (r <= 0)
-      return 0;
-    p += r;
-    n -= (size_t)r;
+    if (keep[i] > from)
+      syscall(SYS_close_range, from, keep[i] - 1, 0);
+    from = keep[i] + 1;
   }
-  return 1;
+  syscall(SYS_close_range, from, ~0U, 0);
 }
 
 /*
@@ -826,28 +831,15 @@ static void receive_program(plan *pl)
   /* Nothing else stays open while it waits: not its copy of the pipe's write end, nor those of
   ** other sandboxes tide has started meanwhile, whose end would never come while it waits. */
   int keep[3] = {pl->err_fd, pl->status_fd, pl->program_fd};
-  for (int i = 0; i < 3; i++)
-    for (int j = i + 1; j < 3; j++)
-      if (keep[j] < keep[i]) {
-        int t = keep[i];
-        keep[i] = keep[j];
-        keep[j] = t;
-      }
-  int from = 3;
-  for (int i = 0; i < 3; i++) {
-    if (keep[i] > from)
-      syscall(SYS_close_range, from, keep[i] - 1, 0);
-    from = keep[i] + 1;
-  }
-  syscall(SYS_close_range, from, ~0U, 0);
+  close_all_but(3, keep, 3);
   uint32_t h[3];
-  if (!read_full(pl->program_fd, h, sizeof h))
+  if (tide_fs_read_full(pl->program_fd, h, sizeof h) != (ssize_t)sizeof h)
     _exit(127);
   uint32_t bytes = h[0], argc = h[1], envc = h[2];
   if (bytes > TIDE_SANDBOX_PROGRAM_BYTES || argc < 1 ||
       (uint64_t)argc + envc + 2 > TIDE_SANDBOX_PROGRAM_STRINGS)
     child_fail(pl, "receive the program", EINVAL, 0);
-  if (!read_full(pl->program_fd, pl->msg, bytes))
+  if (tide_fs_read_full(pl->program_fd, pl->msg, bytes) != (ssize_t)bytes)
     child_fail(pl, "receive the program", EIO, 0);
   close(pl->program_fd);
   char *s = pl->msg, *end = pl->msg + bytes;
@@ -998,10 +990,7 @@ static int child_main(plan *pl)
     run_program(pl);
   /* The init keeps only the status pipe; the error pipe closes when the program execs. */
   close(pl->err_fd);
-  int keep = pl->status_fd;
-  if (keep > 0)
-    syscall(SYS_close_range, 0, keep - 1, 0);
-  syscall(SYS_close_range, keep + 1, ~0U, 0);
+  close_all_but(0, &pl->status_fd, 1);
   init_loop(pl, prog);
 }
 
@@ -1537,9 +1526,7 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   long pid = syscall(SYS_clone3, &ca, sizeof ca);
   if (pid == 0)
     _exit(child_main(pl));
-  int clone_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  errno = clone_errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL); /* returns its error; errno stays the clone's */
   if (pid < 0) {
     rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: cannot create the namespaces: %s",
                       strerror(errno));
@@ -1645,22 +1632,13 @@ int tide_sandbox_run(tide_sandbox_child *c, const char *path, char *const argv[]
   for (uint32_t i = 0; i < envc; i++)
     o = stpcpy(o, envp[i]) + 1;
   /* A write that fails means the setup failed first: its report says why. */
-  size_t left = sizeof h + bytes;
-  for (char *p = msg; left > 0;) {
-    ssize_t n = write(c->program_fd, p, left);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    p += n;
-    left -= (size_t)n;
-  }
+  int sent = tide_fs_write_all(c->program_fd, msg, sizeof h + bytes);
   /* The environment may hold secrets. */
   explicit_bzero(msg, sizeof h + bytes);
   free(msg);
   close_fd(&c->program_fd);
   rc = read_report(c->report_fd, c->cwd, argv[0], err);
-  if (rc == 0 && left > 0)
+  if (rc == 0 && sent != 0)
     rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: the program could not be handed over");
   close_fd(&c->report_fd);
   free(c->cwd);

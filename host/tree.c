@@ -568,7 +568,7 @@ static int put_one(put_job *job, put_item *it, char *buf, tide_err *err)
     int fd = blob_tmp_create(job->tmpdir, tmp, sizeof tmp, err);
     if (fd < 0)
       return fd;
-    rc = blob_write_all(fd, buf, got);
+    rc = tide_fs_write_all(fd, buf, got);
     if (rc < 0)
       blob_fail(err, "write", tmp, -rc);
     if (close(fd) < 0 && rc == 0)
@@ -746,7 +746,7 @@ static void cache_save(const char *root, const char *file, const char *src, put_
   snprintf(tmpdir, sizeof tmpdir, "%s/tmp", root);
   int fd = b.oom ? -1 : blob_tmp_open(tmpdir, tmp, sizeof tmp, NULL);
   if (fd >= 0) {
-    int rc = blob_write_all(fd, b.p, b.n);
+    int rc = tide_fs_write_all(fd, b.p, b.n);
     if (close(fd) < 0 || rc < 0 || rename(tmp, file) < 0)
       unlink(tmp);
   }

@@ -525,17 +525,24 @@ static void parse_opts(lua_State *L, spawn_args *a)
   take_argv(L, 1, n, a);
 }
 
+/* "argv":[...] */
+static void jargv(jbuf *j, int argc, const char *const *argv)
+{
+  jputs(j, "\"argv\":[");
+  for (int i = 0; i < argc; i++) {
+    if (i)
+      jputs(j, ",");
+    jstr(j, argv[i]);
+  }
+  jputs(j, "]");
+}
+
 /* "argv":[...],"cwd":"..." for the span; NULL when out of memory. */
 static char *fixed_attrs(const spawn_args *a)
 {
   jbuf j = {0};
-  jputs(&j, "\"argv\":[");
-  for (int i = 0; i < a->argc; i++) {
-    if (i)
-      jputs(&j, ",");
-    jstr(&j, a->argv[i]);
-  }
-  jputs(&j, "],\"cwd\":");
+  jargv(&j, a->argc, a->argv);
+  jputs(&j, ",\"cwd\":");
   char cwd[4096];
   if (a->cwd)
     jstr(&j, a->cwd);
@@ -925,13 +932,7 @@ static int m_exec(lua_State *L)
   const char *empty = "\"argv\":[]";
   if (lp->attrs && strncmp(lp->attrs, empty, strlen(empty)) == 0) {
     jbuf j = {0};
-    jputs(&j, "\"argv\":[");
-    for (int i = 0; i < a.argc; i++) {
-      if (i)
-        jputs(&j, ",");
-      jstr(&j, a.argv[i]);
-    }
-    jputs(&j, "]");
+    jargv(&j, a.argc, a.argv);
     jputs(&j, lp->attrs + strlen(empty));
     if (!j.oom) {
       free(lp->attrs);

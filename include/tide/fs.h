@@ -21,6 +21,7 @@
 #define TIDE_FS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "tide/err.h"
 
@@ -113,6 +114,14 @@ int tide_fs_copy_tree(const char *src, const char *dst, tide_err *err);
 ** file, not followed. On failure path is unchanged and the temporary file is gone.
 */
 int tide_fs_write_atomic(const char *path, const void *data, size_t len, int mode, tide_err *err);
+
+/* Writes all of buf to fd, through EINTR and short writes: 0, or a negative errno. Only system
+** calls: a child between clone and exec may use it. */
+int tide_fs_write_all(int fd, const void *buf, size_t n);
+
+/* Reads n bytes from fd, fewer only at its end: the count, or a negative errno. Only system
+** calls, as tide_fs_write_all. */
+ssize_t tide_fs_read_full(int fd, void *buf, size_t n);
 
 /* Reads a whole file into *data (malloc'd, NUL-terminated, free() it) and its size into *len. */
 int tide_fs_read(const char *path, char **data, size_t *len, tide_err *err);

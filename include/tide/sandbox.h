@@ -140,7 +140,8 @@ int tide_sandbox_spawn(const tide_sandbox_policy *p, const tide_sandbox_exec *ex
 ** NULL-terminated; all borrowed). Returns 0 once it is exec'd, or the error of the setup or of
 ** the exec as tide_sandbox_spawn() would have; then the sandbox is ending (exit 127) and the
 ** caller reaps it as usual. A second call, or one for a sandbox not started with `later`,
-** returns TIDE_EINPUT. Closing child->program_fd instead makes the sandbox exit 127.
+** returns TIDE_EINPUT. Closing child->program_fd instead makes the sandbox exit 127. The caller
+** must ignore SIGPIPE, as tide does: a sandbox whose setup failed has closed its end.
 */
 int tide_sandbox_run(tide_sandbox_child *c, const char *path, char *const argv[],
                      char *const envp[], tide_err *err);

@@ -280,6 +280,17 @@ function Session:tag_lines(before, stage, n)
   end
 end
 
+-- The lines of a batch without the wake-ups (see WAKE: an empty line each on stderr); anything
+-- else there is a command writing to fd 8, logged as it comes. Edits got in place.
+local function drop_wakeups(streams, got)
+  for k = #got, 1, -1 do
+    if streams[k] == "stderr" and got[k] == "" then
+      table.remove(got, k)
+    end
+  end
+  return got
+end
+
 --- Reads the shell's output up to the marker line tagged tag. Returns "done" and the marker's
 --- fields (a string), or "exited" with the native result when the shell ended first. Lines
 --- after the marker (the next phase, already under way) wait in self.rest for the next call.
@@ -299,14 +310,7 @@ function Session:wait_marker(tag, quiet)
         self.pending = nil
         return "exited", r
       end
-      lines, i = got, 1
-      -- Wake-ups (see WAKE): an empty line each on stderr. Anything else there is a command
-      -- writing to fd 8, logged as it comes.
-      for k = #got, 1, -1 do
-        if streams[k] == "stderr" and got[k] == "" then
-          table.remove(got, k)
-        end
-      end
+      lines, i = drop_wakeups(streams, got), 1
     end
     for k = i, #lines do
       local l = lines[k]
@@ -355,11 +359,7 @@ function Session:flush_rest()
       break
     end
     lines, i = lines or {}, i or 1
-    for k = 1, #got do
-      if not (streams[k] == "stderr" and got[k] == "") then
-        lines[#lines + 1] = got[k]
-      end
-    end
+    table.move(drop_wakeups(streams, got), 1, #got, #lines + 1, lines)
   end
   for k = i or 1, lines and #lines or 0 do
     local l = lines[k]
@@ -539,6 +539,7 @@ function Session:run_phase(ph, succeeding, rest)
     local how, r
     local queued = self.pending
     self.started = {}
+    local at = from or { stage = "c", index = 1 }
     if not from and queued and queued[1] and queued[1].ph == ph then
       -- Sent with an earlier phase: the shell is already on it.
       how, r = self:wait_marker(table.remove(queued, 1).tag)
@@ -550,10 +551,10 @@ function Session:run_phase(ph, succeeding, rest)
     end
     if how == "done" then
       local cs, fs = r:match("^ (%d+) (%d+)$")
-      self:results(result, from or { stage = "c", index = 1 }, tonumber(cs), tonumber(fs))
+      self:results(result, at, tonumber(cs), tonumber(fs))
       break
     end
-    local open = self:read_status(result, from or { stage = "c", index = 1 })
+    local open = self:read_status(result, at)
     if r.timed_out then
       result.status = "TIMED_OUT"
       result.context = { statusCode = "BUILD_TIMED_OUT", message = "Build has timed out." }
