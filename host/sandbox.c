@@ -6,7 +6,8 @@
 ** The child is made with a raw clone3 while the parent may have other threads (libuv's pool), so
 ** between clone3 and exec the child must not take a lock another thread could hold: no malloc,
 ** no stdio. Everything it needs (paths, the compiled seccomp program) is prepared by the parent
-** in a plan; the child only makes system calls.
+** in a plan, copied into a mapping of the child's own (child_plan): the child does not get
+** tide's heap, so it must read nothing else the parent allocated. It only makes system calls.
 */
 #include "tide/sandbox.h"
 
@@ -442,12 +443,13 @@ typedef struct plan {
   int sync_fd, err_fd, status_fd;
   int cg_tasks[2]; /* the sandbox's memory and pids cgroups' `tasks` files, or -1 */
   /* The program: the caller's (ex), or, with ex->later, read from program_fd into msg and
-  ** msg_ptrs, which the parent allocates so that the child never has to. */
+  ** msg_ptrs, which are mapped for the child (child_plan) so that it never allocates. */
   const char *prog_path;
   char *const *prog_argv, *const *prog_envp;
   int program_fd;
   char *msg;
   char **msg_ptrs;
+  struct sock_fprog filter; /* the child's copy of seccomp_prog */
   struct rlimit rl_nproc, rl_as;
   int set_as;
   int cap_last; /* highest capability number the kernel knows */
@@ -975,7 +977,7 @@ static int child_main(plan *pl)
       child_fail(pl, "drop the bounding set", errno, 0);
   CHECK(pl, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
   apply_landlock(pl);
-  CHECK(pl, syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &seccomp_prog), "seccomp");
+  CHECK(pl, syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &pl->filter), "seccomp");
   struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct data[2];
   memset(data, 0, sizeof data);
@@ -1352,8 +1354,6 @@ static void free_plan(plan *pl)
 {
   if (!pl)
     return;
-  free(pl->msg);
-  free(pl->msg_ptrs);
   free(pl->socks);
   free(pl->sock_text);
   for (int i = 0; i < pl->nclosed; i++)
@@ -1368,6 +1368,156 @@ static void close_premade(plan *pl)
       close_fd(&pl->binds[i].fd);
   close_fd(&pl->cg_tasks[0]);
   close_fd(&pl->cg_tasks[1]);
+}
+
+/*
+** The child's memory. The child is not made with CLONE_VM (it builds its mounts while tide goes
+** on), so it is a copy of tide, and a copy shares every page until one side writes it: each
+** page tide wrote while a sandbox lived took a fault of its own, some 300 per build. So the
+** child does not get tide's heap at all (MADV_DONTFORK for the clone), and everything it reads
+** is first copied into one mapping of its own. The copy is made twice over the same code: once
+** to measure (no base: nothing is written), once into the mapping.
+*/
+typedef struct child_mem {
+  char *base; /* NULL while measuring */
+  size_t used;
+} child_mem;
+
+static void *mem_take(child_mem *m, size_t n)
+{
+  void *p = m->base ? m->base + m->used : NULL;
+  m->used += (n + 15) & ~(size_t)15;
+  return p;
+}
+
+static char *mem_str(child_mem *m, const char *s)
+{
+  size_t n = strlen(s) + 1;
+  char *p = mem_take(m, n);
+  if (p)
+    memcpy(p, s, n);
+  return p;
+}
+
+static char **mem_strv(child_mem *m, const char *const *v)
+{
+  size_t n = 0;
+  while (v[n])
+    n++;
+  char **out = mem_take(m, (n + 1) * sizeof *out);
+  for (size_t i = 0; i < n; i++) {
+    char *s = mem_str(m, v[i]);
+    if (out)
+      out[i] = s;
+  }
+  if (out)
+    out[n] = NULL;
+  return out;
+}
+
+/* pl with every pointer the child follows into m (see child_mem); NULL while measuring. The
+** policy's lists are the parent's business (the binds hold their paths). */
+static plan *copy_plan(child_mem *m, const plan *pl)
+{
+  plan *cp = mem_take(m, sizeof *cp);
+  tide_sandbox_policy *pol = mem_take(m, sizeof *pol);
+  tide_sandbox_exec *ex = mem_take(m, sizeof *ex);
+  if (cp) {
+    *cp = *pl;
+    *pol = *pl->pol;
+    *ex = *pl->ex;
+    pol->writable = pol->read_only = pol->hide = NULL;
+    pol->protect = NULL;
+    ex->path = ex->cwd = NULL;
+    ex->argv = ex->envp = NULL;
+    cp->pol = pol;
+    cp->ex = ex;
+    cp->nclosed = 0;
+    cp->sock_text = NULL;
+  }
+  const char *host = pl->pol->hostname ? mem_str(m, pl->pol->hostname) : NULL;
+  if (cp)
+    pol->hostname = host;
+  for (int i = 0; i < pl->nbinds; i++) {
+    const char *src = mem_str(m, pl->binds[i].src);
+    if (cp)
+      cp->binds[i].src = src;
+  }
+  const char **socks = mem_take(m, pl->nsocks * sizeof *socks);
+  for (size_t i = 0; i < pl->nsocks; i++) {
+    const char *sock = mem_str(m, pl->socks[i]);
+    if (cp)
+      socks[i] = sock;
+  }
+  struct sock_filter *f = mem_take(m, seccomp_prog.len * sizeof *f);
+  if (cp) {
+    cp->socks = socks;
+    memcpy(f, seccomp_prog.filter, seccomp_prog.len * sizeof *f);
+    cp->filter.len = seccomp_prog.len;
+    cp->filter.filter = f;
+  }
+  if (pl->ex->later) {
+    /* Written by the child only: in the parent these pages are never touched. */
+    char *msg = mem_take(m, TIDE_SANDBOX_PROGRAM_BYTES);
+    char **ptrs = mem_take(m, TIDE_SANDBOX_PROGRAM_STRINGS * sizeof *ptrs);
+    if (cp) {
+      cp->msg = msg;
+      cp->msg_ptrs = ptrs;
+    }
+  } else {
+    const char *path = mem_str(m, pl->prog_path);
+    char **argv = mem_strv(m, (const char *const *)pl->prog_argv);
+    char **envp = mem_strv(m, (const char *const *)pl->prog_envp);
+    if (cp) {
+      cp->prog_path = path;
+      cp->prog_argv = argv;
+      cp->prog_envp = envp;
+    }
+  }
+  return cp;
+}
+
+/* Maps a copy of pl for the child; NULL with errno set. Unmap *size bytes at the result. */
+static plan *child_plan(const plan *pl, size_t *size)
+{
+  child_mem m = {NULL, 0};
+  copy_plan(&m, pl);
+  *size = m.used;
+  m.base = mmap(NULL, m.used, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m.base == MAP_FAILED)
+    return NULL;
+  m.used = 0;
+  return copy_plan(&m, pl);
+}
+
+/* Where malloc's heap starts ([heap] in /proc/self/maps), found once; 0 when there is none. */
+static uintptr_t heap_start(void)
+{
+  static uintptr_t start = UINTPTR_MAX;
+  if (start != UINTPTR_MAX)
+    return start;
+  start = 0;
+  FILE *f = fopen("/proc/self/maps", "re");
+  char line[512];
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long lo;
+    if (strstr(line, "[heap]") && sscanf(line, "%lx-", &lo) == 1) {
+      start = (uintptr_t)lo;
+      break;
+    }
+  }
+  if (f)
+    fclose(f);
+  return start;
+}
+
+/* MADV_DONTFORK or MADV_DOFORK over the heap up to its current end. Only an optimisation (see
+** child_mem): a part that fails stays shared, as before. */
+static void heap_advise(int advice)
+{
+  uintptr_t lo = heap_start(), hi = (uintptr_t)sbrk(0);
+  if (lo && hi > lo)
+    (void)madvise((void *)lo, hi - lo, advice);
 }
 
 /* Waits for the child's exec: an end of the pipe means it happened, a report that a step
@@ -1414,11 +1564,6 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   pl->prog_path = ex->path;
   pl->prog_argv = ex->argv;
   pl->prog_envp = ex->envp;
-  if (ex->later && (!(pl->msg = malloc(TIDE_SANDBOX_PROGRAM_BYTES)) ||
-                    !(pl->msg_ptrs = malloc(TIDE_SANDBOX_PROGRAM_STRINGS * sizeof(char *))))) {
-    free_plan(pl);
-    return tide_err_set(err, -ENOMEM, "sandbox: out of memory");
-  }
   pl->as_root = geteuid() == 0;
   pl->uid = pol->uid_set ? pol->uid : DEFAULT_UID;
   pl->gid = pol->uid_set ? pol->gid : DEFAULT_UID;
@@ -1520,16 +1665,26 @@ int tide_sandbox_spawn(const tide_sandbox_policy *pol, const tide_sandbox_exec *
   /* Until the child has reset its dispositions, a signal sent to it (a sandbox let go at once)
   ** would run tide's handlers there, and libuv's write to tide's own signal pipe: tide would
   ** take the signal for its own. The child starts with every signal blocked. */
+  size_t cp_size;
+  plan *cp = child_plan(pl, &cp_size);
+  if (!cp) {
+    rc = tide_err_set(err, -errno, "sandbox: cannot map the child's plan: %s", strerror(errno));
+    goto fail;
+  }
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  heap_advise(MADV_DONTFORK);
   long pid = syscall(SYS_clone3, &ca, sizeof ca);
   if (pid == 0)
-    _exit(child_main(pl));
-  pthread_sigmask(SIG_SETMASK, &old, NULL); /* returns its error; errno stays the clone's */
+    _exit(child_main(cp));
+  int clone_errno = errno;
+  heap_advise(MADV_DOFORK);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(cp, cp_size); /* the child has its copy */
   if (pid < 0) {
     rc = tide_err_set(err, TIDE_ESANDBOX, "sandbox: cannot create the namespaces: %s",
-                      strerror(errno));
+                      strerror(clone_errno));
     goto fail;
   }
   c->pid = (pid_t)pid;

@@ -2,7 +2,8 @@
 ** host/sandbox.c without Lua: sizes and names, policy checks, and real sandboxed children started
 ** with tide_sandbox_spawn(): exit status through the init, a program killed by a signal, an
 ** exec failure that leaves nothing behind, and the descriptors the program gets; a sandbox that
-** takes its program later, and what it does with a program message it cannot read.
+** takes its program later, and what it does with a program message it cannot read; tide's heap
+** kept out of the child.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -292,16 +294,62 @@ static void test_later_bad_message(void **state)
   }
 }
 
+/* Whether p lies in malloc's heap ([heap] in /proc/self/maps). */
+static int in_heap(const void *p)
+{
+  FILE *f = fopen("/proc/self/maps", "re");
+  char line[512];
+  int in = 0;
+  while (f && !in && fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    in = strstr(line, "[heap]") && sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo &&
+         (uintptr_t)p < hi;
+  }
+  if (f)
+    fclose(f);
+  return in;
+}
+
+/* While a sandbox lives, heap pages tide writes take no fault: the child never got them, so
+** they are not shared copy-on-write (each would fault once per sandbox otherwise). */
+static void test_heap_not_shared(void **state)
+{
+  (void)state;
+  enum { PAGES = 16, PAGE = 4096 };
+  char *buf = malloc(PAGES * PAGE); /* below malloc's mmap threshold */
+  assert_non_null(buf);
+  memset(buf, 1, PAGES * PAGE);
+  if (!usable || !in_heap(buf) || !in_heap(buf + PAGES * PAGE - 1)) {
+    free(buf); /* e.g. AddressSanitizer's allocator, which keeps no [heap] */
+    skip();
+  }
+  tide_sandbox_child c;
+  int fd;
+  char out[64];
+  start_later(&c, &fd);
+  struct rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
+  for (int i = 0; i < PAGES; i++)
+    buf[i * PAGE] = 2;
+  getrusage(RUSAGE_SELF, &after);
+  close(c.program_fd);
+  c.program_fd = -1;
+  assert_int_equal(WEXITSTATUS(finish(&c, fd, out, sizeof out)), 127);
+  free(buf);
+  assert_true(after.ru_minflt - before.ru_minflt < PAGES / 2);
+}
+
 int main(void)
 {
   /* As tide does (include/tide/proc.h): a program pipe whose reader is gone fails with EPIPE. */
   signal(SIGPIPE, SIG_IGN);
   usable = access("/proc/self/ns/user", F_OK) == 0;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_names),
-      cmocka_unit_test(test_check),        cmocka_unit_test(test_exit_status),
-      cmocka_unit_test(test_exec_failure), cmocka_unit_test(test_descriptors),
-      cmocka_unit_test(test_later),        cmocka_unit_test(test_later_bad_message),
+      cmocka_unit_test(test_parse_size),      cmocka_unit_test(test_names),
+      cmocka_unit_test(test_check),           cmocka_unit_test(test_exit_status),
+      cmocka_unit_test(test_exec_failure),    cmocka_unit_test(test_descriptors),
+      cmocka_unit_test(test_later),           cmocka_unit_test(test_later_bad_message),
+      cmocka_unit_test(test_heap_not_shared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
