@@ -8,9 +8,11 @@
 #include "tide/blob.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "tide/dl.h"
 #include "tide/fs.h"
 
 #include "blob_internal.h"
@@ -33,22 +36,70 @@
 #define PIPELINE_MIN (8u << 20) /* below this a single thread copies faster */
 #define WRITEBACK_MIN (8u << 20)
 
+/*
+** libcrypto is opened with dlopen by the first SHA-256, not linked: loading it costs every start
+** of tide about a millisecond, and most runs never hash. Each function below is typed from
+** OpenSSL's own declaration; calling one without going through crypto fails to link. Its soname
+** is the one of the headers compiled against (OPENSSL_SHLIB_VERSION: 3 for all of OpenSSL 3.x).
+*/
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define LIBCRYPTO_SONAME "libcrypto.so." STRINGIFY(OPENSSL_SHLIB_VERSION)
+#define TIDE_CRYPTO_API(X) \
+  X(EVP_Digest)            \
+  X(EVP_DigestFinal_ex)    \
+  X(EVP_DigestInit_ex)     \
+  X(EVP_DigestUpdate)      \
+  X(EVP_MD_CTX_free)       \
+  X(EVP_MD_CTX_new)        \
+  X(EVP_MD_fetch)          \
+  X(EVP_sha256)
+
+/* Written by md_init only, under md_once, which orders those writes before every later read. */
+static struct {
+#define TIDE_CRYPTO_SLOT(name) __typeof__(name) *name;
+  TIDE_CRYPTO_API(TIDE_CRYPTO_SLOT)
+#undef TIDE_CRYPTO_SLOT
+} crypto;
 static const EVP_MD *sha256_md;
+static char md_error[256]; /* why SHA-256 is not usable; empty when it is */
 static pthread_once_t md_once = PTHREAD_ONCE_INIT;
 
+/* Runs once: a library missing at the first hash is not looked for again in this process. */
 static void md_init(void)
 {
-  sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  static const tide_dl_sym syms[] = {
+#define TIDE_CRYPTO_SYM(name) TIDE_DL_SYM(crypto, name),
+      TIDE_CRYPTO_API(TIDE_CRYPTO_SYM)
+#undef TIDE_CRYPTO_SYM
+  };
+  void *h =
+      tide_dl_load(LIBCRYPTO_SONAME, syms, sizeof syms / sizeof *syms, md_error, sizeof md_error);
+  if (!h)
+    return;
+  sha256_md = crypto.EVP_MD_fetch(NULL, "SHA256", NULL);
   if (!sha256_md)
-    sha256_md = EVP_sha256();
+    sha256_md = crypto.EVP_sha256();
+  if (sha256_md)
+    return;
+  snprintf(md_error, sizeof md_error, "%s has no SHA-256", LIBCRYPTO_SONAME);
+  memset(&crypto, 0, sizeof crypto);
+  dlclose(h);
+}
+
+int blob_hash_ready(tide_err *err)
+{
+  pthread_once(&md_once, md_init);
+  return md_error[0] ? tide_err_set(err, TIDE_ECRYPTO, "sha256: %s", md_error) : 0;
 }
 
 blob_hash *blob_hash_new(void)
 {
-  pthread_once(&md_once, md_init);
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  if (ctx && !EVP_DigestInit_ex(ctx, sha256_md, NULL)) {
-    EVP_MD_CTX_free(ctx);
+  if (blob_hash_ready(NULL) < 0)
+    return NULL;
+  EVP_MD_CTX *ctx = crypto.EVP_MD_CTX_new();
+  if (ctx && !crypto.EVP_DigestInit_ex(ctx, sha256_md, NULL)) {
+    crypto.EVP_MD_CTX_free(ctx);
     ctx = NULL;
   }
   return (blob_hash *)ctx;
@@ -56,14 +107,14 @@ blob_hash *blob_hash_new(void)
 
 void blob_hash_update(blob_hash *h, const void *p, size_t n)
 {
-  EVP_DigestUpdate((EVP_MD_CTX *)h, p, n);
+  crypto.EVP_DigestUpdate((EVP_MD_CTX *)h, p, n);
 }
 
 void blob_hash_final(blob_hash *h, char hex[TIDE_BLOB_HEX_LEN + 1])
 {
   unsigned char md[32];
   unsigned mdlen = 0;
-  EVP_DigestFinal_ex((EVP_MD_CTX *)h, md, &mdlen);
+  crypto.EVP_DigestFinal_ex((EVP_MD_CTX *)h, md, &mdlen);
   static const char digits[] = "0123456789abcdef";
   for (int i = 0; i < 32; i++) {
     hex[2 * i] = digits[md[i] >> 4];
@@ -74,21 +125,25 @@ void blob_hash_final(blob_hash *h, char hex[TIDE_BLOB_HEX_LEN + 1])
 
 void blob_hash_free(blob_hash *h)
 {
-  EVP_MD_CTX_free((EVP_MD_CTX *)h);
+  if (h) /* without libcrypto there is no EVP_MD_CTX_free to take NULL */
+    crypto.EVP_MD_CTX_free((EVP_MD_CTX *)h);
 }
 
-void blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1])
+int blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1], tide_err *err)
 {
-  pthread_once(&md_once, md_init);
+  int rc = blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
   unsigned char md[32];
   unsigned mdlen = 0;
-  EVP_Digest(p, n, md, &mdlen, sha256_md, NULL);
+  crypto.EVP_Digest(p, n, md, &mdlen, sha256_md, NULL);
   static const char digits[] = "0123456789abcdef";
   for (int i = 0; i < 32; i++) {
     hex[2 * i] = digits[md[i] >> 4];
     hex[2 * i + 1] = digits[md[i] & 15];
   }
   hex[TIDE_BLOB_HEX_LEN] = 0;
+  return 0;
 }
 
 static void to_hex(const unsigned char *b, size_t n, char *hex)
@@ -597,6 +652,9 @@ int tide_blob_put_file(const char *root, const char *src, const char *expect, ti
 {
   if (expect && !tide_blob_hex_valid(expect))
     return tide_err_set(err, TIDE_EINPUT, "invalid sha256 '%.80s'", expect);
+  int rc = blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
   int in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0)
     return blob_fail(err, "open", src, errno);
@@ -629,7 +687,7 @@ int tide_blob_put_file(const char *root, const char *src, const char *expect, ti
   }
   uint64_t size = 0;
   char which = 0;
-  int rc = blob_copy_hash(in, outfd, (uint64_t)st.st_size, 1, h, x, &size, &which);
+  rc = blob_copy_hash(in, outfd, (uint64_t)st.st_size, 1, h, x, &size, &which);
   close(in);
   /* The data's writeback started during the copy: only the tail and the size are left. */
   if (rc < 0) {
@@ -678,7 +736,9 @@ int blob_holds(const char *root, const char *hex, const void *data, size_t len)
 int tide_blob_put_mem(const char *root, const void *data, size_t len, tide_blob_info *out,
                       tide_err *err)
 {
-  blob_hash_mem(data, len, out->hex);
+  int rc = blob_hash_mem(data, len, out->hex, err);
+  if (rc < 0)
+    return rc;
   blob_xxh_mem(data, len, out->xxh3);
   out->size = len;
   out->stored = 0;
@@ -689,7 +749,7 @@ int tide_blob_put_mem(const char *root, const void *data, size_t len, tide_blob_
   int fd = blob_tmp_open(tmpdir, tmp, sizeof tmp, err);
   if (fd < 0)
     return fd;
-  int rc = tide_fs_write_all(fd, data, len);
+  rc = tide_fs_write_all(fd, data, len);
   if (rc < 0)
     blob_fail(err, "write", tmp, -rc);
   else if (fsync(fd) < 0)
@@ -803,13 +863,16 @@ int blob_copy_out(const char *root, const char *hex, const char *xxh3, int outfd
 {
   const char *want = xxh3 ? xxh3 : hex;
   const char *kind = xxh3 ? "XXH3-128 is" : "content hashes to";
+  int rc = xxh3 ? 0 : blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
   struct stat st;
   int in = blob_open_read(root, hex, &st, err);
   if (in < 0)
     return in;
   char got[TIDE_BLOB_HEX_LEN + 1];
   if ((uint64_t)st.st_size >= PIPELINE_MIN) {
-    int rc = copy_out_kernel(in, outfd, (uint64_t)st.st_size, xxh3 != NULL, got);
+    rc = copy_out_kernel(in, outfd, (uint64_t)st.st_size, xxh3 != NULL, got);
     if (rc <= 0) {
       close(in);
       if (rc < 0)
@@ -830,7 +893,7 @@ int blob_copy_out(const char *root, const char *hex, const char *xxh3, int outfd
   }
   uint64_t size;
   char which = 0;
-  int rc = blob_copy_hash(in, outfd, (uint64_t)st.st_size, 0, h, x, &size, &which);
+  rc = blob_copy_hash(in, outfd, (uint64_t)st.st_size, 0, h, x, &size, &which);
   close(in);
   if (h) {
     blob_hash_final(h, got);
@@ -899,10 +962,10 @@ int tide_blob_read(const char *root, const char *hex, char **data, size_t *len, 
   }
   buf[r] = 0;
   char got[TIDE_BLOB_HEX_LEN + 1];
-  blob_hash_mem(buf, (size_t)r, got);
-  if (strcmp(got, hex) != 0) {
+  int rc = blob_hash_mem(buf, (size_t)r, got, err);
+  if (rc < 0 || strcmp(got, hex) != 0) {
     free(buf);
-    return blob_corrupt(err, hex, "content hashes to", got);
+    return rc < 0 ? rc : blob_corrupt(err, hex, "content hashes to", got);
   }
   *data = buf;
   *len = (size_t)r;
@@ -911,6 +974,9 @@ int tide_blob_read(const char *root, const char *hex, char **data, size_t *len, 
 
 int tide_blob_verify(const char *root, const char *hex, uint64_t *size, tide_err *err)
 {
+  int rc = blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
   struct stat st;
   int fd = blob_open_read(root, hex, &st, err);
   if (fd < 0)
@@ -922,7 +988,7 @@ int tide_blob_verify(const char *root, const char *hex, uint64_t *size, tide_err
   }
   uint64_t n;
   char which, got[TIDE_BLOB_HEX_LEN + 1];
-  int rc = blob_copy_hash(fd, -1, (uint64_t)st.st_size, 0, h, NULL, &n, &which);
+  rc = blob_copy_hash(fd, -1, (uint64_t)st.st_size, 0, h, NULL, &n, &which);
   close(fd);
   blob_hash_final(h, got);
   blob_hash_free(h);
@@ -946,6 +1012,9 @@ struct tide_blob_reader {
 int tide_blob_open(const char *root, const char *hex, tide_blob_reader **out, tide_err *err)
 {
   *out = NULL;
+  int rc = blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
   struct stat st;
   int fd = blob_open_read(root, hex, &st, err);
   if (fd < 0)

@@ -11,11 +11,20 @@
 
 typedef struct blob_hash blob_hash;
 
+/*
+** SHA-256 comes from libcrypto, opened by the first call here rather than linked (see blob.c). 0
+** when it is usable, else TIDE_ECRYPTO naming the library and the loader's reason; the first call
+** settles it for the process. A function that starts a SHA-256 calls this first, so that the
+** failure is reported as what it is: blob_hash_new also returns NULL without libcrypto, which its
+** callers would report as out of memory.
+*/
+int blob_hash_ready(tide_err *err);
 blob_hash *blob_hash_new(void);
 void blob_hash_update(blob_hash *h, const void *p, size_t n);
 void blob_hash_final(blob_hash *h, char hex[TIDE_BLOB_HEX_LEN + 1]);
 void blob_hash_free(blob_hash *h);
-void blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1]);
+/* 0, or blob_hash_ready's error. */
+int blob_hash_mem(const void *p, size_t n, char hex[TIDE_BLOB_HEX_LEN + 1], tide_err *err);
 
 /* Fills err with "op 'path': strerror(e)" and returns -e. */
 int blob_fail(tide_err *err, const char *op, const char *path, int e);

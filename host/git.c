@@ -5,9 +5,16 @@
 ** is shared between threads but libgit2's global state, which it guards itself. libgit2's error
 ** is thread-local: it is read right after the failing call and copied, scrubbed of secrets, into
 ** the caller's tide_err.
+**
+** libgit2 is loaded by the first git operation, not linked (see git_api.h for why), and every call
+** into it goes through the table lib. Whether it loaded is settled once for the process: when it
+** could not be loaded, every git operation fails with the same TIDE_EGIT naming the library and
+** the loader's reason, and it is not looked for again (a library installed meanwhile needs a new
+** tide), so a missing library costs one failed search, not one per call.
 */
 #include "tide/git.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,22 +22,57 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <git2.h>
+#include "tide/dl.h"
+
+#include "git_api.h"
+
+/* The soname of the libgit2 the headers describe: its ABI is the one every call below assumes. */
+#define LIBGIT2_SONAME "libgit2.so." LIBGIT2_SOVERSION
+
+/* Written by load() only, under init_once, which orders those writes before every later read. */
+static struct {
+#define TIDE_GIT_SLOT(name) __typeof__(name) *name;
+  TIDE_GIT_API(TIDE_GIT_SLOT)
+#undef TIDE_GIT_SLOT
+} lib;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static char load_error[256]; /* empty once libgit2 is usable */
 
-static void global_init(void)
+static void load(void)
 {
-  git_libgit2_init();
+  static const tide_dl_sym syms[] = {
+#define TIDE_GIT_SYM(name) TIDE_DL_SYM(lib, name),
+      TIDE_GIT_API(TIDE_GIT_SYM)
+#undef TIDE_GIT_SYM
+  };
+  void *h =
+      tide_dl_load(LIBGIT2_SONAME, syms, sizeof syms / sizeof *syms, load_error, sizeof load_error);
+  if (!h)
+    return;
+  if (lib.git_libgit2_init() < 0) {
+    const git_error *e = lib.git_error_last();
+    snprintf(load_error, sizeof load_error, "cannot initialise %s: %s", LIBGIT2_SONAME,
+             e && e->message ? e->message : "unknown error");
+    goto fail;
+  }
   /* Objects are hashed when they arrive (the indexer checks every one); hashing them again on
      every read, as libgit2 does by default, costs a clone's checkout time for nothing. git does
      not re-hash on read either. */
-  git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
+  lib.git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
+  return;
+fail:
+  memset(&lib, 0, sizeof lib);
+  dlclose(h);
 }
 
-static void lib_init(void)
+/* 0 when libgit2 is usable, else TIDE_EGIT: "op 'subject': cannot load ...". */
+static int lib_init(const char *op, const char *subject, tide_err *err)
 {
-  pthread_once(&init_once, global_init);
+  pthread_once(&init_once, load);
+  if (load_error[0])
+    return tide_err_set(err, TIDE_EGIT, "%s '%s': %s", op, subject, load_error);
+  return 0;
 }
 
 /* ---- lists ---------------------------------------------------------------------------------- */
@@ -121,7 +163,7 @@ static int refs_push(tide_git_refs *list, const char *name, const git_oid *id)
   tide_git_ref *r = &list->v[list->n++];
   r->name = copy;
   if (id)
-    git_oid_tostr(r->id, sizeof r->id, id);
+    lib.git_oid_tostr(r->id, sizeof r->id, id);
   else
     r->id[0] = '\0';
   return 0;
@@ -209,7 +251,7 @@ static void scrub_all(tide_err *err, const tide_git_creds *c, const char *url)
 
 static const char *last_message(void)
 {
-  const git_error *e = git_error_last();
+  const git_error *e = lib.git_error_last();
   return e && e->message ? e->message : "unknown error";
 }
 
@@ -226,13 +268,15 @@ static int git_fail(tide_err *err, int rc, const char *op, const char *subject)
 
 static int repo_open(const char *path, const char *op, git_repository **repo, tide_err *err)
 {
-  lib_init();
+  int rc = lib_init(op, path, err);
+  if (rc < 0)
+    return rc;
   struct stat st;
   if (stat(path, &st) != 0) {
     int e = errno;
     return tide_err_set(err, -e, "%s '%s': %s", op, path, tide_strerror(-e));
   }
-  int rc = git_repository_open_ext(repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+  rc = lib.git_repository_open_ext(repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
   if (rc == GIT_ENOTFOUND)
     return tide_err_set(err, TIDE_EGIT, "%s '%s': not a git repository", op, path);
   if (rc < 0)
@@ -243,10 +287,10 @@ static int repo_open(const char *path, const char *op, git_repository **repo, ti
 static int fill_info(git_repository *repo, tide_git_repo_info *info, const char *op,
                      const char *path, tide_err *err)
 {
-  const char *dir = git_repository_workdir(repo);
-  info->bare = git_repository_is_bare(repo);
+  const char *dir = lib.git_repository_workdir(repo);
+  info->bare = lib.git_repository_is_bare(repo);
   if (!dir)
-    dir = git_repository_path(repo);
+    dir = lib.git_repository_path(repo);
   size_t len = strlen(dir);
   while (len > 1 && dir[len - 1] == '/')
     len--;
@@ -256,13 +300,15 @@ static int fill_info(git_repository *repo, tide_git_repo_info *info, const char 
 
 int tide_git_init(const char *path, int bare, tide_git_repo_info *info, tide_err *err)
 {
-  lib_init();
+  int rc = lib_init("git.init", path, err);
+  if (rc < 0)
+    return rc;
   git_repository *repo = NULL;
-  int rc = git_repository_init(&repo, path, bare ? 1 : 0);
+  rc = lib.git_repository_init(&repo, path, bare ? 1 : 0);
   if (rc < 0)
     return git_fail(err, rc, "git.init", path);
   rc = info ? fill_info(repo, info, "git.init", path, err) : 0;
-  git_repository_free(repo);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -273,7 +319,7 @@ int tide_git_open(const char *path, tide_git_repo_info *info, tide_err *err)
   if (rc < 0)
     return rc;
   rc = info ? fill_info(repo, info, "git.open", path, err) : 0;
-  git_repository_free(repo);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -285,20 +331,20 @@ static int lookup(git_repository *repo, const char *rev, git_object_t type, git_
                   const char *path, tide_err *err)
 {
   git_object *obj = NULL;
-  int rc = git_revparse_single(&obj, repo, rev);
+  int rc = lib.git_revparse_single(&obj, repo, rev);
   if (rc < 0 && rc != GIT_EAMBIGUOUS && strlen(rev) < 200) {
     /* Only a plain name, never an expression: "HEAD~5" must not become origin/HEAD~5. */
     char name[256];
     git_reference *ref = NULL;
     snprintf(name, sizeof name, "refs/remotes/origin/%s", rev);
-    if (git_reference_lookup(&ref, repo, name) == 0 &&
-        git_reference_peel(&obj, ref, GIT_OBJECT_ANY) == 0)
+    if (lib.git_reference_lookup(&ref, repo, name) == 0 &&
+        lib.git_reference_peel(&obj, ref, GIT_OBJECT_ANY) == 0)
       rc = 0;
-    git_reference_free(ref);
+    lib.git_reference_free(ref);
   }
   if (rc == 0) {
-    rc = git_object_peel(out, obj, type);
-    git_object_free(obj);
+    rc = lib.git_object_peel(out, obj, type);
+    lib.git_object_free(obj);
   }
   if (rc < 0)
     return tide_err_set(err, TIDE_EGIT, "revision '%s' does not resolve in %s", rev, path);
@@ -320,10 +366,10 @@ int tide_git_resolve(const char *path, const char *rev, char id[TIDE_GIT_OID_HEX
   git_commit *c;
   rc = lookup_commit(repo, rev, &c, path, err);
   if (rc == 0) {
-    git_oid_tostr(id, TIDE_GIT_OID_HEX, git_commit_id(c));
-    git_commit_free(c);
+    lib.git_oid_tostr(id, TIDE_GIT_OID_HEX, lib.git_commit_id(c));
+    lib.git_commit_free(c);
   }
-  git_repository_free(repo);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -338,20 +384,20 @@ static int fill_sig(tide_git_sig *s, const git_signature *g)
 
 static int fill_commit(tide_git_commit *out, git_commit *c)
 {
-  git_oid_tostr(out->id, sizeof out->id, git_commit_id(c));
-  const char *msg = git_commit_message(c), *summary = git_commit_summary(c);
+  lib.git_oid_tostr(out->id, sizeof out->id, lib.git_commit_id(c));
+  const char *msg = lib.git_commit_message(c), *summary = lib.git_commit_summary(c);
   out->message = strdup(msg ? msg : "");
   out->summary = strdup(summary ? summary : "");
-  if (!out->message || !out->summary || fill_sig(&out->author, git_commit_author(c)) < 0 ||
-      fill_sig(&out->committer, git_commit_committer(c)) < 0)
+  if (!out->message || !out->summary || fill_sig(&out->author, lib.git_commit_author(c)) < 0 ||
+      fill_sig(&out->committer, lib.git_commit_committer(c)) < 0)
     return -ENOMEM;
-  unsigned n = git_commit_parentcount(c);
+  unsigned n = lib.git_commit_parentcount(c);
   if (n) {
     out->parents = calloc(n, sizeof *out->parents);
     if (!out->parents)
       return -ENOMEM;
     for (unsigned i = 0; i < n; i++)
-      git_oid_tostr(out->parents[i], TIDE_GIT_OID_HEX, git_commit_parent_id(c, i));
+      lib.git_oid_tostr(out->parents[i], TIDE_GIT_OID_HEX, lib.git_commit_parent_id(c, i));
   }
   out->nparents = n;
   return 0;
@@ -368,9 +414,9 @@ int tide_git_commit_info(const char *path, const char *rev, tide_git_commit *out
   if (rc == 0) {
     if (fill_commit(out, c) < 0)
       rc = oom(err, "git.commit_info");
-    git_commit_free(c);
+    lib.git_commit_free(c);
   }
-  git_repository_free(repo);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -383,24 +429,24 @@ static int touches(git_repository *repo, git_commit *c, const tide_git_log_opts 
   git_commit *parent = NULL;
   git_diff *diff = NULL;
   git_diff_options dopts;
-  git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
+  lib.git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
   dopts.pathspec.strings = (char **)o->paths;
   dopts.pathspec.count = o->npaths;
   dopts.flags |= GIT_DIFF_SKIP_BINARY_CHECK;
-  int rc = git_commit_tree(&tree, c);
-  if (rc == 0 && git_commit_parentcount(c) > 0) {
-    rc = git_commit_parent(&parent, c, 0);
+  int rc = lib.git_commit_tree(&tree, c);
+  if (rc == 0 && lib.git_commit_parentcount(c) > 0) {
+    rc = lib.git_commit_parent(&parent, c, 0);
     if (rc == 0)
-      rc = git_commit_tree(&ptree, parent);
+      rc = lib.git_commit_tree(&ptree, parent);
   }
   if (rc == 0)
-    rc = git_diff_tree_to_tree(&diff, repo, ptree, tree, &dopts);
+    rc = lib.git_diff_tree_to_tree(&diff, repo, ptree, tree, &dopts);
   if (rc == 0)
-    *hit = git_diff_num_deltas(diff) > 0;
-  git_diff_free(diff);
-  git_tree_free(tree);
-  git_tree_free(ptree);
-  git_commit_free(parent);
+    *hit = lib.git_diff_num_deltas(diff) > 0;
+  lib.git_diff_free(diff);
+  lib.git_tree_free(tree);
+  lib.git_tree_free(ptree);
+  lib.git_commit_free(parent);
   return rc;
 }
 
@@ -417,23 +463,23 @@ int tide_git_log(const char *path, const tide_git_log_opts *o, tide_git_commits 
   if (rc == 0 && o->to)
     rc = lookup_commit(repo, o->to, &to, path, err);
   if (rc == 0) {
-    int g = git_revwalk_new(&walk, repo);
+    int g = lib.git_revwalk_new(&walk, repo);
     if (g == 0) {
-      git_revwalk_sorting(walk, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
-      g = git_revwalk_push(walk, git_commit_id(from));
+      lib.git_revwalk_sorting(walk, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
+      g = lib.git_revwalk_push(walk, lib.git_commit_id(from));
     }
     if (g == 0 && to)
-      g = git_revwalk_hide(walk, git_commit_id(to));
+      g = lib.git_revwalk_hide(walk, lib.git_commit_id(to));
     if (g < 0)
       rc = git_fail(err, g, "git.log", path);
   }
   git_oid id;
   while (rc == 0 && (!o->limit || out->n < o->limit)) {
-    int next = git_revwalk_next(&id, walk);
+    int next = lib.git_revwalk_next(&id, walk);
     if (next == GIT_ITEROVER)
       break;
     git_commit *c = NULL;
-    if (next < 0 || (next = git_commit_lookup(&c, repo, &id)) < 0) {
+    if (next < 0 || (next = lib.git_commit_lookup(&c, repo, &id)) < 0) {
       rc = git_fail(err, next, "git.log", path);
       break;
     }
@@ -450,12 +496,12 @@ int tide_git_log(const char *path, const tide_git_log_opts *o, tide_git_commits 
           rc = oom(err, "git.log");
       }
     }
-    git_commit_free(c);
+    lib.git_commit_free(c);
   }
-  git_revwalk_free(walk);
-  git_commit_free(from);
-  git_commit_free(to);
-  git_repository_free(repo);
+  lib.git_revwalk_free(walk);
+  lib.git_commit_free(from);
+  lib.git_commit_free(to);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -497,15 +543,15 @@ int tide_git_changed_paths(const char *path, const char *from, const char *to, t
     rc = lookup_commit(repo, to, &b, path, err);
   if (rc == 0) {
     git_diff_options dopts;
-    git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
+    lib.git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
     dopts.flags |= GIT_DIFF_SKIP_BINARY_CHECK;
-    int g = git_commit_tree(&ta, a);
+    int g = lib.git_commit_tree(&ta, a);
     if (g == 0)
-      g = git_commit_tree(&tb, b);
+      g = lib.git_commit_tree(&tb, b);
     if (g == 0)
-      g = git_diff_tree_to_tree(&diff, repo, ta, tb, &dopts);
+      g = lib.git_diff_tree_to_tree(&diff, repo, ta, tb, &dopts);
     if (g == 0) {
-      g = git_diff_foreach(diff, collect_delta, NULL, NULL, NULL, out);
+      g = lib.git_diff_foreach(diff, collect_delta, NULL, NULL, NULL, out);
       if (g == GIT_EUSER)
         rc = oom(err, "git.changed_paths");
     }
@@ -523,12 +569,12 @@ int tide_git_changed_paths(const char *path, const char *from, const char *to, t
     }
     out->n = w;
   }
-  git_diff_free(diff);
-  git_tree_free(ta);
-  git_tree_free(tb);
-  git_commit_free(a);
-  git_commit_free(b);
-  git_repository_free(repo);
+  lib.git_diff_free(diff);
+  lib.git_tree_free(ta);
+  lib.git_tree_free(tb);
+  lib.git_commit_free(a);
+  lib.git_commit_free(b);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -541,21 +587,21 @@ int tide_git_tags(const char *path, tide_git_refs *out, tide_err *err)
   if (rc < 0)
     return rc;
   git_reference_iterator *it = NULL;
-  int g = git_reference_iterator_glob_new(&it, repo, "refs/tags/*");
+  int g = lib.git_reference_iterator_glob_new(&it, repo, "refs/tags/*");
   git_reference *ref;
-  while (g == 0 && (g = git_reference_next(&ref, it)) == 0) {
+  while (g == 0 && (g = lib.git_reference_next(&ref, it)) == 0) {
     git_object *target = NULL;
-    if (git_reference_peel(&target, ref, GIT_OBJECT_ANY) == 0) {
-      if (refs_push(out, git_reference_shorthand(ref), git_object_id(target)) < 0)
+    if (lib.git_reference_peel(&target, ref, GIT_OBJECT_ANY) == 0) {
+      if (refs_push(out, lib.git_reference_shorthand(ref), lib.git_object_id(target)) < 0)
         rc = g = oom(err, "git.tags");
-      git_object_free(target);
+      lib.git_object_free(target);
     }
-    git_reference_free(ref);
+    lib.git_reference_free(ref);
   }
   if (g < 0 && g != GIT_ITEROVER && rc == 0)
     rc = git_fail(err, g, "git.tags", path);
-  git_reference_iterator_free(it);
-  git_repository_free(repo);
+  lib.git_reference_iterator_free(it);
+  lib.git_repository_free(repo);
   if (rc == 0 && out->n > 1)
     qsort(out->v, out->n, sizeof *out->v, ref_cmp);
   return rc;
@@ -568,21 +614,22 @@ int tide_git_branches(const char *path, int remote, tide_git_refs *out, tide_err
   if (rc < 0)
     return rc;
   git_branch_iterator *it = NULL;
-  int g = git_branch_iterator_new(&it, repo, remote ? GIT_BRANCH_REMOTE : GIT_BRANCH_LOCAL);
+  int g = lib.git_branch_iterator_new(&it, repo, remote ? GIT_BRANCH_REMOTE : GIT_BRANCH_LOCAL);
   git_reference *ref;
   git_branch_t type;
-  while (g == 0 && (g = git_branch_next(&ref, &type, it)) == 0) {
+  while (g == 0 && (g = lib.git_branch_next(&ref, &type, it)) == 0) {
     const char *name = NULL;
     /* Symbolic ones (origin/HEAD) are aliases, not branches. */
-    if (git_reference_type(ref) == GIT_REFERENCE_DIRECT && git_branch_name(&name, ref) == 0 &&
-        refs_push(out, name, git_reference_target(ref)) < 0)
+    if (lib.git_reference_type(ref) == GIT_REFERENCE_DIRECT &&
+        lib.git_branch_name(&name, ref) == 0 &&
+        refs_push(out, name, lib.git_reference_target(ref)) < 0)
       rc = g = oom(err, "git.branches");
-    git_reference_free(ref);
+    lib.git_reference_free(ref);
   }
   if (g < 0 && g != GIT_ITEROVER && rc == 0)
     rc = git_fail(err, g, "git.branches", path);
-  git_branch_iterator_free(it);
-  git_repository_free(repo);
+  lib.git_branch_iterator_free(it);
+  lib.git_repository_free(repo);
   if (rc == 0 && out->n > 1)
     qsort(out->v, out->n, sizeof *out->v, ref_cmp);
   return rc;
@@ -595,9 +642,9 @@ int tide_git_head_get(const char *path, tide_git_head *out, tide_err *err)
   if (rc < 0)
     return rc;
   git_reference *head = NULL;
-  int g = git_reference_lookup(&head, repo, "HEAD");
-  if (g == 0 && git_reference_type(head) == GIT_REFERENCE_SYMBOLIC) {
-    const char *target = git_reference_symbolic_target(head);
+  int g = lib.git_reference_lookup(&head, repo, "HEAD");
+  if (g == 0 && lib.git_reference_type(head) == GIT_REFERENCE_SYMBOLIC) {
+    const char *target = lib.git_reference_symbolic_target(head);
     if (strncmp(target, "refs/heads/", 11) == 0)
       target += 11;
     if (!(out->branch = strdup(target)))
@@ -605,16 +652,16 @@ int tide_git_head_get(const char *path, tide_git_head *out, tide_err *err)
   }
   git_oid id;
   if (g == 0 && rc == 0) {
-    int r = git_reference_name_to_id(&id, repo, "HEAD");
+    int r = lib.git_reference_name_to_id(&id, repo, "HEAD");
     if (r == 0)
-      git_oid_tostr(out->id, sizeof out->id, &id);
+      lib.git_oid_tostr(out->id, sizeof out->id, &id);
     else if (r != GIT_ENOTFOUND && r != GIT_EUNBORNBRANCH)
       g = r;
   }
   if (g < 0 && rc == 0)
     rc = git_fail(err, g, "git.head", path);
-  git_reference_free(head);
-  git_repository_free(repo);
+  lib.git_reference_free(head);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -657,17 +704,17 @@ int tide_git_status(const char *path, tide_git_statuses *out, tide_err *err)
   if (rc < 0)
     return rc;
   git_status_options so;
-  git_status_options_init(&so, GIT_STATUS_OPTIONS_VERSION);
+  lib.git_status_options_init(&so, GIT_STATUS_OPTIONS_VERSION);
   so.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
   so.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
              GIT_STATUS_OPT_SORT_CASE_SENSITIVELY | GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
   git_status_list *list = NULL;
-  int g = git_status_list_new(&list, repo, &so);
+  int g = lib.git_status_list_new(&list, repo, &so);
   if (g < 0)
     rc = git_fail(err, g, "git.status", path);
-  size_t n = list ? git_status_list_entrycount(list) : 0;
+  size_t n = list ? lib.git_status_list_entrycount(list) : 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
-    const git_status_entry *e = git_status_byindex(list, i);
+    const git_status_entry *e = lib.git_status_byindex(list, i);
     if (e->status == GIT_STATUS_CURRENT || (e->status & GIT_STATUS_IGNORED))
       continue;
     const git_diff_delta *d = e->index_to_workdir ? e->index_to_workdir : e->head_to_index;
@@ -686,8 +733,8 @@ int tide_git_status(const char *path, tide_git_statuses *out, tide_err *err)
     dst->index = conflicted ? "conflicted" : index_word(e->status);
     dst->worktree = conflicted ? "conflicted" : worktree_word(e->status);
   }
-  git_status_list_free(list);
-  git_repository_free(repo);
+  lib.git_status_list_free(list);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -702,22 +749,22 @@ int tide_git_add(const char *path, const char *const *paths, size_t n, tide_err 
     if (strcmp(paths[i], ".") == 0)
       all = 1;
   if (n == 0) {
-    git_repository_free(repo);
+    lib.git_repository_free(repo);
     return 0;
   }
   git_strarray spec = {(char **)paths, all ? 0 : n};
   git_index *index = NULL;
-  int g = git_repository_index(&index, repo);
+  int g = lib.git_repository_index(&index, repo);
   if (g == 0)
-    g = git_index_add_all(index, &spec, GIT_INDEX_ADD_DEFAULT, NULL, NULL);
+    g = lib.git_index_add_all(index, &spec, GIT_INDEX_ADD_DEFAULT, NULL, NULL);
   if (g == 0) /* deletions: add_all only sees files that exist */
-    g = git_index_update_all(index, &spec, NULL, NULL);
+    g = lib.git_index_update_all(index, &spec, NULL, NULL);
   if (g == 0)
-    g = git_index_write(index);
+    g = lib.git_index_write(index);
   if (g < 0)
     rc = git_fail(err, g, "git.add", path);
-  git_index_free(index);
-  git_repository_free(repo);
+  lib.git_index_free(index);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -733,8 +780,8 @@ int tide_git_commit_create(const char *path, const char *message, const char *na
   git_tree *tree = NULL;
   git_commit *parent = NULL;
   git_oid tree_id, commit_id;
-  int g =
-      name ? git_signature_now(&sig, name, email ? email : "") : git_signature_default(&sig, repo);
+  int g = name ? lib.git_signature_now(&sig, name, email ? email : "")
+               : lib.git_signature_default(&sig, repo);
   if (g < 0) {
     rc = name ? git_fail(err, g, "git.commit", path)
               : tide_err_set(err, TIDE_EGIT,
@@ -742,34 +789,34 @@ int tide_git_commit_create(const char *path, const char *message, const char *na
                              path);
     goto done;
   }
-  if ((g = git_repository_index(&index, repo)) < 0 ||
-      (g = git_index_write_tree(&tree_id, index)) < 0 ||
-      (g = git_tree_lookup(&tree, repo, &tree_id)) < 0)
+  if ((g = lib.git_repository_index(&index, repo)) < 0 ||
+      (g = lib.git_index_write_tree(&tree_id, index)) < 0 ||
+      (g = lib.git_tree_lookup(&tree, repo, &tree_id)) < 0)
     goto fail;
   git_oid head;
-  int h = git_reference_name_to_id(&head, repo, "HEAD");
+  int h = lib.git_reference_name_to_id(&head, repo, "HEAD");
   if (h == 0) {
-    if ((g = git_commit_lookup(&parent, repo, &head)) < 0)
+    if ((g = lib.git_commit_lookup(&parent, repo, &head)) < 0)
       goto fail;
   } else if (h != GIT_ENOTFOUND && h != GIT_EUNBORNBRANCH) {
     g = h;
     goto fail;
   }
   const git_commit *parents[1] = {parent};
-  g = git_commit_create(&commit_id, repo, "HEAD", sig, sig, NULL, message, tree, parent ? 1 : 0,
-                        parents);
+  g = lib.git_commit_create(&commit_id, repo, "HEAD", sig, sig, NULL, message, tree, parent ? 1 : 0,
+                            parents);
   if (g < 0)
     goto fail;
-  git_oid_tostr(id, TIDE_GIT_OID_HEX, &commit_id);
+  lib.git_oid_tostr(id, TIDE_GIT_OID_HEX, &commit_id);
   goto done;
 fail:
   rc = git_fail(err, g, "git.commit", path);
 done:
-  git_commit_free(parent);
-  git_tree_free(tree);
-  git_index_free(index);
-  git_signature_free(sig);
-  git_repository_free(repo);
+  lib.git_commit_free(parent);
+  lib.git_tree_free(tree);
+  lib.git_index_free(index);
+  lib.git_signature_free(sig);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -792,28 +839,28 @@ static int credentials_cb(git_credential **out, const char *url, const char *url
   const char *user = c && c->username ? c->username : url_user ? url_user : "git";
   if ((allowed & GIT_CREDENTIAL_USERNAME) && !st->tried_username) {
     st->tried_username = 1;
-    return git_credential_username_new(out, user);
+    return lib.git_credential_username_new(out, user);
   }
   if (allowed & GIT_CREDENTIAL_SSH_KEY) {
     if (c && c->ssh_key && !st->tried_key) {
       st->tried_key = 1;
       if (strncmp(c->ssh_key, "-----BEGIN", 10) == 0)
-        return git_credential_ssh_key_memory_new(out, user, NULL, c->ssh_key,
-                                                 c->ssh_key_passphrase);
-      return git_credential_ssh_key_new(out, user, NULL, c->ssh_key, c->ssh_key_passphrase);
+        return lib.git_credential_ssh_key_memory_new(out, user, NULL, c->ssh_key,
+                                                     c->ssh_key_passphrase);
+      return lib.git_credential_ssh_key_new(out, user, NULL, c->ssh_key, c->ssh_key_passphrase);
     }
     if (!(c && c->ssh_key) && !st->tried_agent && getenv("SSH_AUTH_SOCK")) {
       st->tried_agent = 1;
-      return git_credential_ssh_key_from_agent(out, user);
+      return lib.git_credential_ssh_key_from_agent(out, user);
     }
   }
   if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && c && (c->token || c->password) &&
       !st->tried_userpass) {
     st->tried_userpass = 1;
-    return git_credential_userpass_plaintext_new(out, user, c->token ? c->token : c->password);
+    return lib.git_credential_userpass_plaintext_new(out, user, c->token ? c->token : c->password);
   }
   st->auth_failed = 1;
-  git_error_set_str(GIT_ERROR_NET, "authentication failed");
+  lib.git_error_set_str(GIT_ERROR_NET, "authentication failed");
   return GIT_EAUTH;
 }
 
@@ -941,7 +988,7 @@ static int certificate_cb(git_cert *cert, int valid, const char *host, void *pay
                                                            hk->hostkey, hk->hostkey_len) == 0)
     return 0;
   st->host_key_failed = 1;
-  git_error_set_str(GIT_ERROR_SSH, "host key not in known_hosts");
+  lib.git_error_set_str(GIT_ERROR_SSH, "host key not in known_hosts");
   return GIT_ECERTIFICATE;
 }
 
@@ -1026,21 +1073,21 @@ static int clone_remote_cb(git_remote **out, git_repository *repo, const char *n
 {
   (void)payload;
   git_remote_create_options ro;
-  git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+  lib.git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
   ro.repository = repo;
   ro.name = name;
   ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF;
-  return git_remote_create_with_opts(out, url, &ro);
+  return lib.git_remote_create_with_opts(out, url, &ro);
 }
 
 /* An in-memory remote for url, tied to repo (NULL allowed) for its object database. */
 static int anonymous_remote(git_remote **out, git_repository *repo, const char *url)
 {
   git_remote_create_options ro;
-  git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+  lib.git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
   ro.repository = repo;
   ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
-  return git_remote_create_with_opts(out, url, &ro);
+  return lib.git_remote_create_with_opts(out, url, &ro);
 }
 
 /* remote.<name>.url of repo into *url (caller frees), or GIT_ENOTFOUND. */
@@ -1052,13 +1099,13 @@ static int remote_url(git_repository *repo, const char *name, char **url)
   if (strlen(name) > 200)
     return GIT_ENOTFOUND;
   snprintf(key, sizeof key, "remote.%s.url", name);
-  int rc = git_repository_config_snapshot(&cfg, repo);
+  int rc = lib.git_repository_config_snapshot(&cfg, repo);
   if (rc == 0)
-    rc = git_config_get_string_buf(&buf, cfg, key);
+    rc = lib.git_config_get_string_buf(&buf, cfg, key);
   if (rc == 0 && !(*url = strdup(buf.ptr)))
     rc = -1;
-  git_buf_dispose(&buf);
-  git_config_free(cfg);
+  lib.git_buf_dispose(&buf);
+  lib.git_config_free(cfg);
   return rc;
 }
 
@@ -1069,13 +1116,13 @@ static int collect_refspec(const git_config_entry *entry, void *payload)
 
 int tide_git_clone(const tide_git_clone_opts *o, tide_err *err)
 {
-  lib_init();
-  int rc = missing_local(o->url, "git.clone", err);
-  if (rc < 0)
+  char shown[512];
+  int rc = lib_init("git.clone", tide_git_redact_url(o->url, shown, sizeof shown), err);
+  if (rc < 0 || (rc = missing_local(o->url, "git.clone", err)) < 0)
     return rc;
   remote_state st = {.ro = &o->remote, .url = o->url};
   git_clone_options co;
-  git_clone_options_init(&co, GIT_CLONE_OPTIONS_VERSION);
+  lib.git_clone_options_init(&co, GIT_CLONE_OPTIONS_VERSION);
   co.bare = o->bare ? 1 : 0;
   co.checkout_branch = o->branch;
   /* Copy the objects of a local source rather than hard-link them: a workspace must not share
@@ -1086,8 +1133,8 @@ int tide_git_clone(const tide_git_clone_opts *o, tide_err *err)
   co.checkout_opts.progress_cb = checkout_cb;
   co.checkout_opts.progress_payload = &st;
   git_repository *repo = NULL;
-  int g = git_clone(&repo, o->url, o->dir, &co);
-  git_repository_free(repo);
+  int g = lib.git_clone(&repo, o->url, o->dir, &co);
+  lib.git_repository_free(repo);
   if (g < 0)
     return remote_fail(err, g, &st, "git.clone", o->url);
   return 0;
@@ -1116,10 +1163,10 @@ int tide_git_fetch(const char *path, const char *remote, const char *const *refs
     git_config *cfg = NULL;
     char key[300];
     snprintf(key, sizeof key, "remote.%s.fetch", name);
-    g = git_repository_config_snapshot(&cfg, repo);
+    g = lib.git_repository_config_snapshot(&cfg, repo);
     if (g == 0)
-      g = git_config_get_multivar_foreach(cfg, key, NULL, collect_refspec, &specs);
-    git_config_free(cfg);
+      g = lib.git_config_get_multivar_foreach(cfg, key, NULL, collect_refspec, &specs);
+    lib.git_config_free(cfg);
     if (g == GIT_ENOTFOUND)
       g = 0;
     if (g < 0) {
@@ -1131,20 +1178,20 @@ int tide_git_fetch(const char *path, const char *remote, const char *const *refs
   }
   st.url = url;
   git_fetch_options fo;
-  git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
+  lib.git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
   set_callbacks(&fo.callbacks, &st);
   fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_AUTO;
   git_strarray arr = {(char **)refspecs, n};
   g = anonymous_remote(&r, repo, url);
   if (g == 0)
-    g = git_remote_fetch(r, &arr, &fo, NULL);
+    g = lib.git_remote_fetch(r, &arr, &fo, NULL);
   if (g < 0)
     rc = remote_fail(err, g, &st, "git.fetch", url);
 done:
   tide_git_strs_clear(&specs);
   free(url);
-  git_remote_free(r);
-  git_repository_free(repo);
+  lib.git_remote_free(r);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -1152,9 +1199,10 @@ int tide_git_ls_remote(const char *path, const char *url, const tide_git_remote_
                        tide_git_refs *out, tide_err *err)
 {
   git_repository *repo = NULL;
-  int rc;
-  lib_init();
-  if (path && (rc = repo_open(path, "git.ls_remote", &repo, err)) < 0)
+  char shown[512];
+  int rc =
+      lib_init("git.ls_remote", path ? path : tide_git_redact_url(url, shown, sizeof shown), err);
+  if (rc < 0 || (path && (rc = repo_open(path, "git.ls_remote", &repo, err)) < 0))
     return rc;
   git_remote *r = NULL;
   char *named = NULL;
@@ -1165,15 +1213,15 @@ int tide_git_ls_remote(const char *path, const char *url, const tide_git_remote_
   if ((rc = missing_local(url, "git.ls_remote", err)) < 0)
     goto done;
   git_remote_callbacks cb;
-  git_remote_init_callbacks(&cb, GIT_REMOTE_CALLBACKS_VERSION);
+  lib.git_remote_init_callbacks(&cb, GIT_REMOTE_CALLBACKS_VERSION);
   set_callbacks(&cb, &st);
   int g = anonymous_remote(&r, NULL, url);
   if (g == 0)
-    g = git_remote_connect(r, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
+    g = lib.git_remote_connect(r, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
   const git_remote_head **heads = NULL;
   size_t n = 0;
   if (g == 0)
-    g = git_remote_ls(&heads, &n, r);
+    g = lib.git_remote_ls(&heads, &n, r);
   if (g < 0) {
     rc = remote_fail(err, g, &st, "git.ls_remote", url);
     goto done;
@@ -1186,10 +1234,10 @@ int tide_git_ls_remote(const char *path, const char *url, const tide_git_remote_
   }
 done:
   if (r)
-    git_remote_disconnect(r);
-  git_remote_free(r);
+    lib.git_remote_disconnect(r);
+  lib.git_remote_free(r);
   free(named);
-  git_repository_free(repo);
+  lib.git_repository_free(repo);
   return rc;
 }
 
@@ -1200,17 +1248,17 @@ static int track_origin(git_repository *repo, const char *branch)
 {
   git_config *cfg = NULL;
   char key[300], merge[300];
-  int rc = git_repository_config(&cfg, repo);
+  int rc = lib.git_repository_config(&cfg, repo);
   if (rc == 0) {
     snprintf(key, sizeof key, "branch.%s.remote", branch);
-    rc = git_config_set_string(cfg, key, "origin");
+    rc = lib.git_config_set_string(cfg, key, "origin");
   }
   if (rc == 0) {
     snprintf(key, sizeof key, "branch.%s.merge", branch);
     snprintf(merge, sizeof merge, "refs/heads/%s", branch);
-    rc = git_config_set_string(cfg, key, merge);
+    rc = lib.git_config_set_string(cfg, key, merge);
   }
-  git_config_free(cfg);
+  lib.git_config_free(cfg);
   return rc;
 }
 
@@ -1230,21 +1278,21 @@ int tide_git_checkout(const char *path, const char *rev, int force, tide_err *er
   }
   /* A branch wins over a tag or commit of the same name, as with git checkout. */
   snprintf(name, sizeof name, "refs/heads/%s", rev);
-  if (git_reference_lookup(&branch, repo, name) != 0) {
+  if (lib.git_reference_lookup(&branch, repo, name) != 0) {
     git_reference *tracking = NULL;
     snprintf(name, sizeof name, "refs/remotes/origin/%s", rev);
     git_object *probe = NULL;
-    int local = git_revparse_single(&probe, repo, rev) == 0;
-    git_object_free(probe);
-    if (!local && git_reference_lookup(&tracking, repo, name) == 0) {
+    int local = lib.git_revparse_single(&probe, repo, rev) == 0;
+    lib.git_object_free(probe);
+    if (!local && lib.git_reference_lookup(&tracking, repo, name) == 0) {
       git_commit *tip = NULL;
-      g = git_commit_lookup(&tip, repo, git_reference_target(tracking));
+      g = lib.git_commit_lookup(&tip, repo, lib.git_reference_target(tracking));
       if (g == 0)
-        g = git_branch_create(&created, repo, rev, tip, 0);
+        g = lib.git_branch_create(&created, repo, rev, tip, 0);
       if (g == 0)
         g = track_origin(repo, rev);
-      git_commit_free(tip);
-      git_reference_free(tracking);
+      lib.git_commit_free(tip);
+      lib.git_reference_free(tracking);
       if (g < 0) {
         rc = git_fail(err, g, "git.checkout", path);
         goto done;
@@ -1253,21 +1301,22 @@ int tide_git_checkout(const char *path, const char *rev, int force, tide_err *er
       created = NULL;
     }
   }
-  if ((rc = lookup_commit(repo, branch ? git_reference_name(branch) : rev, &commit, path, err)) < 0)
+  if ((rc = lookup_commit(repo, branch ? lib.git_reference_name(branch) : rev, &commit, path,
+                          err)) < 0)
     goto done;
   git_checkout_options co;
-  git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
+  lib.git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
   co.checkout_strategy = force ? GIT_CHECKOUT_FORCE : GIT_CHECKOUT_SAFE;
-  g = git_checkout_tree(repo, (git_object *)commit, &co);
+  g = lib.git_checkout_tree(repo, (git_object *)commit, &co);
   if (g == 0)
-    g = branch ? git_repository_set_head(repo, git_reference_name(branch))
-               : git_repository_set_head_detached(repo, git_commit_id(commit));
+    g = branch ? lib.git_repository_set_head(repo, lib.git_reference_name(branch))
+               : lib.git_repository_set_head_detached(repo, lib.git_commit_id(commit));
   if (g < 0)
     rc = git_fail(err, g, "git.checkout", path);
 done:
-  git_commit_free(commit);
-  git_reference_free(branch);
-  git_reference_free(created);
-  git_repository_free(repo);
+  lib.git_commit_free(commit);
+  lib.git_reference_free(branch);
+  lib.git_reference_free(created);
+  lib.git_repository_free(repo);
   return rc;
 }

@@ -559,7 +559,8 @@ static int put_one(put_job *job, put_item *it, char *buf, tide_err *err)
       return rc;
     if (got > SMALL_FILE || got != it->key.size)
       return tide_err_set(err, TIDE_ECONFLICT, "'%s' changed while it was being stored", it->path);
-    blob_hash_mem(buf, got, it->hex);
+    if ((rc = blob_hash_mem(buf, got, it->hex, err)) < 0)
+      return rc;
     /* The content is in memory: comparing it with the stored blob costs one cached read, and a
     ** damaged blob is replaced by this verified copy. */
     if (blob_holds(job->root, it->hex, buf, got))
@@ -656,13 +657,15 @@ static void run_workers(int threads, size_t n, void *(*fn)(void *), void *job)
 ** can drop the caches of directories that are gone), then per record the key, the hex and the
 ** length-prefixed relative path.
 */
-static void cache_path(const char *root, const char *src, char *out, size_t cap)
+static int cache_path(const char *root, const char *src, char *out, size_t cap, tide_err *err)
 {
   char real[4096], hex[TIDE_BLOB_HEX_LEN + 1];
   if (!realpath(src, real))
     snprintf(real, sizeof real, "%s", src);
-  blob_hash_mem(real, strlen(real), hex);
-  snprintf(out, cap, "%s/cache/%.32s", root, hex);
+  int rc = blob_hash_mem(real, strlen(real), hex, err);
+  if (rc == 0)
+    snprintf(out, cap, "%s/cache/%.32s", root, hex);
+  return rc;
 }
 
 static void cache_load(const char *file, cache_rec **recs, size_t *n, strset *set)
@@ -779,9 +782,13 @@ int tide_tree_put(const char *root, const char *src, int threads, char **manifes
     return blob_fail(err, "stat", base, errno);
   if (!S_ISDIR(rst.st_mode))
     return blob_fail(err, "open", base, ENOTDIR);
+  /* Before the walk, which can take long, rather than from every worker after it. */
+  int rc = blob_hash_ready(err);
+  if (rc < 0)
+    return rc;
 
   tide_fs_list list = {0};
-  int rc = tide_fs_walk(base, &list, err);
+  rc = tide_fs_walk(base, &list, err);
   if (rc < 0)
     return rc;
   put_item *items = calloc(list.n ? list.n : 1, sizeof *items);
@@ -804,7 +811,8 @@ int tide_tree_put(const char *root, const char *src, int threads, char **manifes
     files[i] = &items[i];
   }
   job.racy_ns = ((int64_t)time(NULL) - 2) * 1000000000;
-  cache_path(root, base, cfile, sizeof cfile);
+  if ((rc = cache_path(root, base, cfile, sizeof cfile, err)) < 0)
+    goto done;
   cache_load(cfile, &job.recs, &nrecs, &cache);
   job.cache = job.recs ? &cache : NULL;
   job.files = files;

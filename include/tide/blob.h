@@ -23,7 +23,8 @@
 ** Hashing is OpenSSL's SHA-256 (which uses the CPU's SHA extensions) and libxxhash. Large copies
 ** hash on one thread while a second reads and writes. Everything here is synchronous and
 ** reentrant with no global state besides a once-initialised digest handle, so callers run it on
-** the thread pool.
+** the thread pool. libcrypto is opened by the first SHA-256, not at start-up: when it cannot be
+** loaded, every function that would compute one fails with TIDE_ECRYPTO naming the library.
 **
 ** NOTE: a write beyond RLIMIT_FSIZE raises SIGXFSZ, which kills the process unless it is ignored;
 ** the Lua binding ignores it so that such a write fails with EFBIG instead.
