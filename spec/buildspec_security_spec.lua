@@ -262,7 +262,7 @@ describe("buildspec security: the sandbox started first", function()
   -- The sandbox is started before the buildspec is read; a build that cannot use it lets it
   -- go, with its directory, before anything runs.
   local function shell_dir(uuid)
-    return (os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/tide-build-" .. uuid
+    return require("tide.buildspec").shell_root() .. "/tide-build-" .. uuid
   end
 
   it("goes with its directory when the buildspec or a store reference fails", function()

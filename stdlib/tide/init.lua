@@ -26,6 +26,13 @@ function M.mask(text)
   return require("tide._secret").mask_text(text)
 end
 
+--- n random bytes from the kernel (getrandom), as 2n lowercase hex digits: names and nonces
+--- that must not repeat or be guessed.
+function M.random_hex(n)
+  local b = require("luv").random(n)
+  return string.format(string.rep("%02x", n), b:byte(1, n))
+end
+
 local function as_task(v, i)
   if type(v) == "function" then
     return core.spawn(v)

@@ -75,23 +75,14 @@ function M.tasks(spec)
   return out
 end
 
-local function uuid()
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local b = f:read(8)
-  f:close()
-  return (b:gsub(".", function(c)
-    return string.format("%02x", c:byte())
-  end))
-end
-
 --- Runs the batch of spec. run_build(opts) runs one member (tide.buildspec.run). o: the options
 --- of the batch run (src, project, env, output, parallel, ...). Returns the batch result.
 function M.run(spec, o, run_build)
   local records = require("tide.buildspec.records")
   local tasks = M.tasks(spec)
-  local batch = { id = (o.project or "build") .. ":batch-" .. uuid(), project = o.project,
-    kind = spec.batch.kind, fast_fail = spec.batch.fast_fail, started = tide.now(),
-    builds = {}, status = "IN_PROGRESS" }
+  local batch = { id = (o.project or "build") .. ":batch-" .. tide.random_hex(8),
+    project = o.project, kind = spec.batch.kind, fast_fail = spec.batch.fast_fail,
+    started = tide.now(), builds = {}, status = "IN_PROGRESS" }
   records.batch_start(batch)
   local limit = o.parallel or 4
   local by_id, state = {}, {}

@@ -14,13 +14,16 @@ M.PIDS = 4096
 M.NOFILE = 65536
 M.TMP_SIZE = "2G"
 
+-- The machine's memory, read once (from /proc/meminfo: more than a build's own setup costs).
+local total_memory
+
 --- The default memory limit: 3/4 of the machine's memory, in bytes.
 function M.default_memory()
-  local total = uv.get_total_memory and uv.get_total_memory() or 0
-  if total <= 0 then
+  total_memory = total_memory or uv.get_total_memory and uv.get_total_memory() or 0
+  if total_memory <= 0 then
     return nil
   end
-  return math.floor(total * 3 / 4)
+  return math.floor(total_memory * 3 / 4)
 end
 
 -- An unprivileged process cannot raise its hard limit: never ask the sandbox for more.

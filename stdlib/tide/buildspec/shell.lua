@@ -54,15 +54,6 @@ local function squote(s)
 end
 M.squote = squote
 
-local function nonce()
-  local f = io.open("/dev/urandom", "rb")
-  local b = f and f:read(6) or tostring(tide.monotime())
-  if f then
-    f:close()
-  end
-  return string.format(string.rep("%02x", #b), b:byte(1, -1))
-end
-
 local function current_user()
   return os.getenv("USER") or os.getenv("LOGNAME")
 end
@@ -79,7 +70,7 @@ function M.new(o)
   for k, v in pairs(o) do
     s[k] = v
   end
-  s.nonce = nonce()
+  s.nonce = tide.random_hex(6)
   s.seq = 0
   s.warnings = s.warnings or {}
   return s
