@@ -265,6 +265,18 @@ describe("buildspec security: the sandbox started first", function()
     return require("tide.buildspec").shell_root() .. "/tide-build-" .. uuid
   end
 
+  it("has its directory on a tmpfs when TMPDIR does not say otherwise", function()
+    local uv = require("tide.uv")
+    local old_tmp = os.getenv("TMPDIR")
+    uv.os_unsetenv("TMPDIR")
+    local root = require("tide.buildspec").shell_root()
+    if old_tmp then
+      uv.os_setenv("TMPDIR", old_tmp)
+    end
+    local st = uv.fs_stat("/dev/shm")
+    assert.equal(st and st.type == "directory" and "/dev/shm" or "/tmp", root)
+  end)
+
   it("goes with its directory when the buildspec or a store reference fails", function()
     for _, text in ipairs({
       "version: 0.2\nphases:\n  build:\n    commands: ['echo x']\n  bogus: 1\n",

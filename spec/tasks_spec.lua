@@ -339,3 +339,17 @@ describe("tasks", function()
     assert.are.equal(10000, r[10000])
   end)
 end)
+
+describe("tide.random_hex", function()
+  it("gives 2n lowercase hex digits that do not repeat", function()
+    local seen = {}
+    for _ = 1, 100 do
+      local h = tide.random_hex(8)
+      assert.matches("^[0-9a-f]+$", h)
+      assert.equal(16, #h)
+      assert.is_nil(seen[h])
+      seen[h] = true
+    end
+    assert.equal(2, #tide.random_hex(1))
+  end)
+end)
