@@ -1,12 +1,16 @@
 -- The overhead of a build: a buildspec of 4 phases x 25 `true` commands run by tide.buildspec
 -- against one `bash -e` script of the same 100 commands run by proc.run, both in the same
--- sandbox (when this tide has one) and in this same process, best of N each.
+-- sandbox (when this tide has one) and in this same process. The runs come in blocks; each
+-- block's ratio is its best build over its best baseline, and the figure is the median of the
+-- blocks' ratios. This machine has slow spells that last seconds: a single best of each side
+-- over the whole invocation often paired a baseline from a fast spell with builds that had none.
 local tide = require("tide")
 local proc = require("tide.proc")
 local bs = require("tide.buildspec")
 
 local work = arg[1] or error("usage: build.lua WORKDIR [N]")
-local n = tonumber(arg[2] or "20")
+local blocks = tonumber(arg[2] or "5")
+local rounds = tonumber(arg[3] or "8")
 
 -- buildspec.yml names bash, as the baseline does (the figure); sh.yml names no shell, so it runs
 -- in /bin/sh as CodeBuild runs such a file (shown for information).
@@ -62,11 +66,26 @@ local function run_build(file)
 end
 local run_bash, run_sh = run_build("buildspec.yml"), run_build("sh.yml")
 
+-- Within a block the three alternate, so that a change of load touches all of them.
+local ratios, ratios_sh = {}, {}
 local base, build, build_sh = math.huge, math.huge, math.huge
-for _ = 1, n do
-  base = math.min(base, timed(run_base))
-  build = math.min(build, timed(run_bash))
-  build_sh = math.min(build_sh, timed(run_sh))
+for b = 1, blocks do
+  local bb, bu, bs_ = math.huge, math.huge, math.huge
+  for _ = 1, rounds do
+    bb = math.min(bb, timed(run_base))
+    bu = math.min(bu, timed(run_bash))
+    bs_ = math.min(bs_, timed(run_sh))
+  end
+  ratios[b], ratios_sh[b] = bu / bb, bs_ / bb
+  base, build, build_sh = math.min(base, bb), math.min(build, bu), math.min(build_sh, bs_)
 end
-io.stdout:write(string.format("%.5f %.5f %s %.5f\n", build, base,
-  sandboxed and "sandboxed" or "plain", build_sh))
+local function median(t)
+  table.sort(t)
+  local m = (#t + 1) // 2
+  return #t % 2 == 1 and t[m] or (t[m] + t[m + 1]) / 2
+end
+local r, r_sh = median(ratios), median(ratios_sh)
+-- The median ratio, the lowest and highest block ratios, the best times, then the same for the
+-- buildspec without a shell key.
+io.stdout:write(string.format("%.3f %.3f %.3f %.5f %.5f %s %.3f %.5f\n", r, ratios[1],
+  ratios[#ratios], build, base, sandboxed and "sandboxed" or "plain", r_sh, build_sh))
