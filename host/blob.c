@@ -45,21 +45,19 @@
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
 #define LIBCRYPTO_SONAME "libcrypto.so." STRINGIFY(OPENSSL_SHLIB_VERSION)
-#define TIDE_CRYPTO_API(X) \
-  X(EVP_Digest)            \
-  X(EVP_DigestFinal_ex)    \
-  X(EVP_DigestInit_ex)     \
-  X(EVP_DigestUpdate)      \
-  X(EVP_MD_CTX_free)       \
-  X(EVP_MD_CTX_new)        \
-  X(EVP_MD_fetch)          \
-  X(EVP_sha256)
+#define TIDE_CRYPTO_API(X, t) \
+  X(t, EVP_Digest)            \
+  X(t, EVP_DigestFinal_ex)    \
+  X(t, EVP_DigestInit_ex)     \
+  X(t, EVP_DigestUpdate)      \
+  X(t, EVP_MD_CTX_free)       \
+  X(t, EVP_MD_CTX_new)        \
+  X(t, EVP_MD_fetch)          \
+  X(t, EVP_sha256)
 
 /* Written by md_init only, under md_once, which orders those writes before every later read. */
 static struct {
-#define TIDE_CRYPTO_SLOT(name) __typeof__(name) *name;
-  TIDE_CRYPTO_API(TIDE_CRYPTO_SLOT)
-#undef TIDE_CRYPTO_SLOT
+  TIDE_CRYPTO_API(TIDE_DL_SLOT, _)
 } crypto;
 static const EVP_MD *sha256_md;
 static char md_error[256]; /* why SHA-256 is not usable; empty when it is */
@@ -68,11 +66,7 @@ static pthread_once_t md_once = PTHREAD_ONCE_INIT;
 /* Runs once: a library missing at the first hash is not looked for again in this process. */
 static void md_init(void)
 {
-  static const tide_dl_sym syms[] = {
-#define TIDE_CRYPTO_SYM(name) TIDE_DL_SYM(crypto, name),
-      TIDE_CRYPTO_API(TIDE_CRYPTO_SYM)
-#undef TIDE_CRYPTO_SYM
-  };
+  static const tide_dl_sym syms[] = {TIDE_CRYPTO_API(TIDE_DL_SYM, crypto)};
   void *h =
       tide_dl_load(LIBCRYPTO_SONAME, syms, sizeof syms / sizeof *syms, md_error, sizeof md_error);
   if (!h)

@@ -31,9 +31,7 @@
 
 /* Written by load() only, under init_once, which orders those writes before every later read. */
 static struct {
-#define TIDE_GIT_SLOT(name) __typeof__(name) *name;
-  TIDE_GIT_API(TIDE_GIT_SLOT)
-#undef TIDE_GIT_SLOT
+  TIDE_GIT_API(TIDE_DL_SLOT, _)
 } lib;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -41,11 +39,7 @@ static char load_error[256]; /* empty once libgit2 is usable */
 
 static void load(void)
 {
-  static const tide_dl_sym syms[] = {
-#define TIDE_GIT_SYM(name) TIDE_DL_SYM(lib, name),
-      TIDE_GIT_API(TIDE_GIT_SYM)
-#undef TIDE_GIT_SYM
-  };
+  static const tide_dl_sym syms[] = {TIDE_GIT_API(TIDE_DL_SYM, lib)};
   void *h =
       tide_dl_load(LIBGIT2_SONAME, syms, sizeof syms / sizeof *syms, load_error, sizeof load_error);
   if (!h)

@@ -15,11 +15,17 @@ typedef struct tide_dl_sym {
   void **slot;
 } tide_dl_sym;
 
-/* An entry for a table member `table.name`, a pointer to the function `name`. */
-#define TIDE_DL_SYM(table, name)  \
-  {                               \
-#    name, (void **)&(table).name \
-  }
+/*
+** A library's functions are listed once, as LIST(X, table) calling X(table, name) for each.
+** TIDE_DL_SLOT declares a table member typed from the function's own declaration:
+**   static struct { LIST(TIDE_DL_SLOT, _) } lib;
+** TIDE_DL_SYM makes the tide_dl_sym entries that fill it:
+**   static const tide_dl_sym syms[] = {LIST(TIDE_DL_SYM, lib)};
+*/
+/* clang-format off */
+#define TIDE_DL_SLOT(table, name) __typeof__(name) *name;
+#define TIDE_DL_SYM(table, name) {#name, (void **)&(table).name},
+/* clang-format on */
 
 /*
 ** Opens soname (RTLD_NOW | RTLD_LOCAL) and fills every slot. Returns the handle, or NULL with
