@@ -88,7 +88,11 @@ struct tide_proc {
   int sandboxed;   /* sb holds the sandbox's status pipe and cgroups */
   tide_sandbox_child sb;
   char *exec_cwd; /* exec_later: the working directory, where a relative PATH entry starts */
+  tide_proc *live_prev, *live_next; /* every process spawned and not yet freed (live) */
 };
+
+/* The processes of this program that are not freed yet, for tide_proc_terminate_all. */
+static tide_proc *live;
 
 static _Thread_local char *read_buf;
 /* drain_stdout's: it runs while read_buf holds the stderr bytes it reads ahead of */
@@ -140,6 +144,12 @@ int tide_proc_signum(const char *name)
 
 static void proc_free(tide_proc *p)
 {
+  if (p->live_prev)
+    p->live_prev->live_next = p->live_next;
+  else if (live == p)
+    live = p->live_next;
+  if (p->live_next)
+    p->live_next->live_prev = p->live_prev;
   for (int i = 1; i <= 2; i++) {
     free(p->out[i].cap);
     free(p->out[i].partial);
@@ -645,6 +655,12 @@ void tide_proc_terminate(tide_proc *p, int timed_out)
   timer_arm(p, p->grace_ms);
 }
 
+void tide_proc_terminate_all(void)
+{
+  for (tide_proc *p = live; p; p = p->live_next)
+    tide_proc_terminate(p, 0);
+}
+
 int tide_proc_kill(tide_proc *p, int sig)
 {
   if (p->r.exited)
@@ -1034,6 +1050,10 @@ int tide_proc_spawn(uv_loop_t *loop, const tide_proc_opts *o, tide_proc **out, t
   }
   if (o->timeout_ms > 0)
     timer_arm(p, o->timeout_ms);
+  p->live_next = live;
+  if (live)
+    live->live_prev = p;
+  live = p;
   *out = p;
   return 0;
 

@@ -14,6 +14,7 @@
 #include <luv/luv.h>
 #include <uv.h>
 
+#include "tide/proc.h"
 #include "tide/secret.h"
 
 #include "lerror.h"
@@ -74,6 +75,11 @@ static void signal_cb(uv_signal_t *handle, int signum)
   fprintf(stderr, "tide: %s, cancelling every task (again to exit at once)\n",
           signum == SIGINT ? "interrupted" : "terminated");
   tide_sched_cancel_all(runtime.sched);
+  /* Also the processes no task waits for (spawned and held, or released): each would keep the
+  ** loop, and so tide, alive until it exits on its own. */
+  tide_proc_terminate_all();
+  /* A run whose main chunk was over by now still ends cancelled, as a cancelled chunk does. */
+  runtime.exit_code = 130;
 }
 
 static void close_walk_cb(uv_handle_t *handle, void *arg)

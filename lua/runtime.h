@@ -28,7 +28,7 @@ typedef struct tide_runtime {
   uv_timer_t flush;  /* writes queued store changes every 200 ms */
   tide_view *view;   /* live view of tasks and processes, or NULL; see start_view */
   int view_hooked;   /* the trace observer that forwards to view is registered */
-  int exit_code;     /* what main returns: 0, 1, 2 or 124 */
+  int exit_code;     /* what main returns: 0, 1, 2, 124 or 130 (a signal) */
   tide_mask *mask;   /* the run-wide mask: every secret value read; see tide_runtime_mask */
 } tide_runtime;
 

@@ -239,6 +239,35 @@ collectgarbage()
     assert.are.equal("succeeded", doc[1].status)
   end)
 
+  it("ends on SIGTERM the processes no task waits for, as cancelled", function()
+    -- The main chunk is over; only a process held in a global keeps the loop alive.
+    local pidfile = helper.tmpdir() .. "/pid"
+    local path = script("held.lua", string.format([[
+local proc = require("tide.proc")
+HELD = proc.spawn({ "sleep", "60" })
+local f = io.open(%q, "w")
+f:write(HELD:pid())
+f:close()
+]], pidfile))
+    local p = require("tide.proc").spawn({ TIDE, "--home", home, "--plain", path })
+    local pid
+    for _ = 1, 500 do
+      pid = read(pidfile)
+      if pid and pid ~= "" then
+        break
+      end
+      tide.sleep(0.01)
+    end
+    assert.truthy(pid and pid ~= "", "the script never started its process")
+    local t0 = tide.monotime()
+    p:kill("TERM")
+    local r = p:wait(20)
+    assert.truthy(r, "tide did not end on SIGTERM")
+    assert.is_true(tide.monotime() - t0 < 10)
+    assert.are.equal(130, r.code)
+    assert.is_nil(require("tide.uv").fs_stat("/proc/" .. pid), "sleep " .. pid .. " outlived tide")
+  end)
+
   it("shows a SIGKILLed run as interrupted and records it so on the next start", function()
     local path = script("long.lua", [[
 local tide = require("tide")

@@ -186,6 +186,12 @@ int tide_proc_kill(tide_proc *p, int sig);
 void tide_proc_terminate(tide_proc *p, int timed_out);
 
 /*
+** tide_proc_terminate() for every process spawned and not yet freed, released ones included:
+** what a signal to tide ends, so that no child keeps tide waiting or outlives it.
+*/
+void tide_proc_terminate_all(void);
+
+/*
 ** Queues len bytes (copied) for the child's stdin; only with TIDE_PROC_STDIN_PIPE. Returns 0, or
 ** UV_EPIPE when stdin is closed (or the child is gone), UV_EINVAL when stdin is not a pipe.
 */
