@@ -661,6 +661,14 @@ void tide_proc_terminate_all(void)
     tide_proc_terminate(p, 0);
 }
 
+void tide_proc_kill_all(void)
+{
+  /* Only groups whose leader has not been reaped: their id cannot have been reused. */
+  for (tide_proc *p = live; p; p = p->live_next)
+    if (!p->r.exited)
+      group_kill(p, SIGKILL);
+}
+
 int tide_proc_kill(tide_proc *p, int sig)
 {
   if (p->r.exited)

@@ -42,6 +42,7 @@ static int os_exit(lua_State *L)
   else
     code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
   tide_runtime_end_run(&runtime, run_status(code), code);
+  tide_proc_kill_all(); /* no child outlives the exit */
   fflush(NULL);
   exit(code);
 }
@@ -69,6 +70,7 @@ static void signal_cb(uv_signal_t *handle, int signum)
   static int count;
   if (++count > 1) {
     fprintf(stderr, "tide: interrupted again, exiting now\n");
+    tide_proc_kill_all();
     tide_runtime_end_run(&runtime, "cancelled", 128 + signum);
     _exit(128 + signum);
   }

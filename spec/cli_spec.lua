@@ -239,33 +239,81 @@ collectgarbage()
     assert.are.equal("succeeded", doc[1].status)
   end)
 
-  it("ends on SIGTERM the processes no task waits for, as cancelled", function()
-    -- The main chunk is over; only a process held in a global keeps the loop alive.
+  -- Whether pid is a live process (a zombie waiting for its reaper is not).
+  local function alive(pid)
+    local stat = read("/proc/" .. pid .. "/stat")
+    return stat ~= nil and not stat:match("^%d+ %b() Z")
+  end
+
+  -- Starts `tide home script` whose process (held in a global) writes its pid to a file; returns
+  -- the tide process and that pid once it is there.
+  local function start_holding(name, text)
     local pidfile = helper.tmpdir() .. "/pid"
-    local path = script("held.lua", string.format([[
-local proc = require("tide.proc")
-HELD = proc.spawn({ "sleep", "60" })
-local f = io.open(%q, "w")
-f:write(HELD:pid())
-f:close()
-]], pidfile))
+    local path = script(name, (text:gsub("PIDFILE", pidfile)))
     local p = require("tide.proc").spawn({ TIDE, "--home", home, "--plain", path })
     local pid
     for _ = 1, 500 do
-      pid = read(pidfile)
-      if pid and pid ~= "" then
-        break
+      pid = (read(pidfile) or ""):match("^(%d+)\n")
+      if pid then
+        return p, pid
       end
       tide.sleep(0.01)
     end
-    assert.truthy(pid and pid ~= "", "the script never started its process")
+    error("the script never started its process")
+  end
+
+  it("ends on SIGTERM the processes no task waits for, as cancelled", function()
+    -- The main chunk is over; only a process held in a global keeps the loop alive.
+    local p, pid = start_holding("held.lua", [[
+local proc = require("tide.proc")
+HELD = proc.spawn({ "sh", "-c", "echo $$ > PIDFILE; exec sleep 60" })
+]])
     local t0 = tide.monotime()
     p:kill("TERM")
     local r = p:wait(20)
     assert.truthy(r, "tide did not end on SIGTERM")
     assert.is_true(tide.monotime() - t0 < 10)
     assert.are.equal(130, r.code)
-    assert.is_nil(require("tide.uv").fs_stat("/proc/" .. pid), "sleep " .. pid .. " outlived tide")
+    assert.is_false(alive(pid), "the child outlived tide")
+  end)
+
+  it("kills what is left on a second signal and on os.exit: no child outlives tide", function()
+    -- The child ignores SIGTERM, so the first signal leaves it to its grace period.
+    local p, pid = start_holding("stubborn.lua", [[
+local proc = require("tide.proc")
+HELD = proc.spawn({ "sh", "-c", "trap '' TERM; echo $$ > PIDFILE; exec sleep 60", grace = 30 })
+]])
+    p:kill("TERM")
+    tide.sleep(0.2)
+    assert.is_true(alive(pid), "the child went on the first TERM")
+    p:kill("TERM")
+    local r = p:wait(10)
+    assert.truthy(r, "tide did not exit on the second signal")
+    assert.are.equal(143, r.code)
+    tide.sleep(0.1) -- the kill is sent as tide exits
+    assert.is_false(alive(pid), "the child outlived tide")
+
+    p, pid = start_holding("exits.lua", [[
+local proc = require("tide.proc")
+HELD = proc.spawn({ "sh", "-c", "echo $$ > PIDFILE; exec sleep 60" })
+local function pid_written()
+  local f = io.open("PIDFILE")
+  local n = f and f:read("n")
+  if f then
+    f:close()
+  end
+  return n
+end
+while not pid_written() do
+  require("tide").sleep(0.01)
+end
+os.exit(3)
+]])
+    r = p:wait(10)
+    assert.truthy(r, "tide did not exit")
+    assert.are.equal(3, r.code)
+    tide.sleep(0.1)
+    assert.is_false(alive(pid), "the child outlived os.exit")
   end)
 
   it("shows a SIGKILLed run as interrupted and records it so on the next start", function()

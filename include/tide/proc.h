@@ -192,6 +192,12 @@ void tide_proc_terminate(tide_proc *p, int timed_out);
 void tide_proc_terminate_all(void);
 
 /*
+** SIGKILL now to the group of every live process whose child has not exited: for a tide that
+** exits at once (a second signal, os.exit) and cannot wait out a grace period.
+*/
+void tide_proc_kill_all(void);
+
+/*
 ** Queues len bytes (copied) for the child's stdin; only with TIDE_PROC_STDIN_PIPE. Returns 0, or
 ** UV_EPIPE when stdin is closed (or the child is gone), UV_EINVAL when stdin is not a pipe.
 */
