@@ -579,6 +579,22 @@ describe("sandbox: network", function()
 end)
 
 describe("sandbox: limits and the process tree", function()
+  it("starts after libgit2 and libcrypto are loaded, with a large heap", function()
+    -- The child gets none of tide's heap (MADV_DONTFORK): the loader's records of libraries
+    -- opened at run time (libgit2 brings libcrypto) and a big Lua heap live there, and the
+    -- child must need neither.
+    require("tide.git").init(scratch() .. "/repo")
+    local big = {}
+    for i = 1, 20000 do
+      big[i] = string.rep("x", 100) .. i
+    end
+    for _ = 1, 20 do
+      local r = proc.run({ "sh", "-c", "echo ok", sandbox = sbox(), log = false })
+      assert.equal("ok\n", r.stdout)
+    end
+    assert.equal(20000, #big)
+  end)
+
   it("stops a fork bomb at pids (A5.23)", function()
     local out = probe(sbox({ pids = 20 }), "forks", "100")
     local made, err = out:match("^(%d+) (%S+)")
