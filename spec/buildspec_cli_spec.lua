@@ -141,10 +141,13 @@ describe("tide build", function()
     local dir = project("version: 0.2\nphases:\n  build:\n    commands: ['echo built']\n")
     h.write(dir .. "/fail.lua", "require('tide.buildspec').run({ src = arg[1], sandbox = false,"
       .. " quiet = true })\nerror('after the build')\n")
-    local out = h.sh(string.format("cd %s && TIDE_HOME=%s timeout -s KILL 20 %s --plain fail.lua "
-      .. "%s >log 2>&1; echo rc=$?; cat log", q(dir), q(home), q(h.tide), q(dir)))
+    local tmp = h.tmpdir()
+    local out = h.sh(string.format("cd %s && TMPDIR=%s TIDE_HOME=%s timeout -s KILL 20 %s --plain "
+      .. "fail.lua %s >log 2>&1; echo rc=$?; cat log", q(dir), q(tmp), q(home), q(h.tide), q(dir)))
     assert.matches("rc=1\n", out)
     assert.matches("after the build", out)
+    -- and the shell's directory is gone: its removal does not wait for the shell's exit
+    assert.same({}, require("tide.fs").glob(tmp .. "/tide-build-*"))
   end)
 
   it("exits 124 when the build times out", function()

@@ -223,6 +223,21 @@ local function shell_dir(build_uuid, sandboxed, run_as_ids)
   return dir
 end
 
+-- Removes a shell's directory at once, without a blocking call: the clean-up often runs where a
+-- task can no longer block (cancelled, as when the script fails right after a build), and the
+-- directory holds only the shell's few files (its scripts, state and status).
+local function remove_shell_dir(dir)
+  local h = uv.fs_scandir(dir)
+  while h do
+    local name = uv.fs_scandir_next(h)
+    if not name then
+      break
+    end
+    os.remove(dir .. "/" .. name)
+  end
+  os.remove(dir)
+end
+
 -- The build's sandbox policy. Artifacts are copied out by tide itself: the output directory
 -- stays out of reach.
 local function build_sandbox(o, src, dir)
@@ -342,13 +357,13 @@ function M.run(opts)
     if p then
       early = { p = p, dir = dir, sandbox = sandbox }
     else
-      pcall(fs.rm_r, dir) -- the build's own start reports why
+      remove_shell_dir(dir) -- the build's own start reports why
     end
   end
   local function drop_early()
     if early then
       early.p:close()
-      pcall(fs.rm_r, early.dir)
+      remove_shell_dir(early.dir)
       early = nil
     end
   end
@@ -861,17 +876,15 @@ function M.run(opts)
       result.phases[#result.phases + 1] = urec
     end
   end)
-  local shell_gone
   if rok then
     -- A clean end (stdin closed, the shell exits) rather than a kill, so the span stays "ok";
     -- the build does not wait for it. The shell is told here, not in the task: a task whose
     -- parent fails before it starts never runs, and a shell still waiting for input would keep
-    -- tide from ever exiting. Its directory goes once it has exited.
+    -- tide from ever exiting.
     session:end_input(true)
-    shell_gone = tide.spawn("buildspec shell exit", function()
+    tide.spawn("buildspec shell exit", function()
       pcall(session.stop, session, true)
       session:close()
-      pcall(fs.rm_r, shdir)
     end)
   else
     session:close()
@@ -913,9 +926,10 @@ function M.run(opts)
     result.sandbox = sandbox and (session.sandbox_refused and ("NOT APPLIED: "
       .. session.sandbox_refused) or "on") or "off"
   end
-  if not shell_gone then
-    os.execute("rm -rf " .. shell.squote(shdir))
-  end
+  -- Not left to the task above, which a script failing right after the build cancels before it
+  -- runs: the shell has read every script whole, and the last line it gets ends it without
+  -- writing its state. (A shell being killed may still write it: that leaves the directory.)
+  remove_shell_dir(shdir)
   log(string.format("[tide] build %s %s", b.id, status))
   return finish(status)
 end
