@@ -235,7 +235,7 @@ local function remove_shell_dir(dir)
     end
     os.remove(dir .. "/" .. name)
   end
-  os.remove(dir)
+  uv.fs_rmdir(dir)
 end
 
 -- The build's sandbox policy. Artifacts are copied out by tide itself: the output directory
